@@ -1,0 +1,36 @@
+# The two commands: `make run` and `make test`. Both work with no services running.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+UPSTREAM_PORT ?= 8100
+PYTEST_ARGS ?=
+export DEBUG ?= true
+
+.PHONY: run test install migrate demo clean bench
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py load_demo --upstream http://127.0.0.1:$(UPSTREAM_PORT)
+
+run: demo
+	$(PY) manage.py serve --port $(PORT) --upstream-port $(UPSTREAM_PORT)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3* var/ .pytest_cache

@@ -1,0 +1,243 @@
+"""The provider interface every adapter implements, its normalized request and
+response types, and the error tree the router relies on.
+
+Adapters never retry: they raise a ProviderError whose `retryable` flag tells the
+router whether to fail over (SPEC §2 rule 4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from providers import secrets
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+
+
+# --- normalized request and response -------------------------------------------------
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # "user" | "assistant" | "system"
+    content: str
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    messages: list[Message]
+    system: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    model: str | None = None  # overrides the config's model when set
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True)
+class CompletionResponse:
+    content: str
+    model: str
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    id: str | None = None
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One piece of a stream: text delta, and on the last chunks finish reason and usage."""
+
+    delta: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+
+
+@dataclass(slots=True)
+class HealthProbe:
+    ok: bool
+    latency_ms: float
+    error: str = ""
+    status_code: int | None = None
+
+
+@dataclass(slots=True)
+class CostEstimate:
+    input_cost_per_1k: Decimal
+    output_cost_per_1k: Decimal
+    total_estimate: Decimal
+    currency: str = "USD"
+
+
+@dataclass(slots=True)
+class Capabilities:
+    streaming: bool = True
+    system_prompt: bool = True
+    stop_sequences: bool = True
+    max_stop_sequences: int | None = None
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    """An upstream failure. `message` is scrubbed of keys before it is stored."""
+
+    def __init__(
+        self,
+        provider: str,
+        status_code: int | None,
+        message: str,
+        retryable: bool,
+        retry_after: float | None = None,
+    ):
+        self.provider = provider
+        self.status_code = status_code
+        self.message = secrets.scrub(message)[:500]
+        self.retryable = retryable
+        self.retry_after = retry_after
+        super().__init__(f"{provider}: {self.message}")
+
+    @property
+    def outcome(self) -> str:
+        """Short label for the attempt log: http_429, timeout, connect_error, malformed…"""
+        return f"http_{self.status_code}" if self.status_code else "error"
+
+
+class ProviderConnectError(ProviderError):
+    def __init__(self, provider: str, message: str):
+        super().__init__(provider, None, message, retryable=True)
+
+    @property
+    def outcome(self) -> str:
+        return "connect_error"
+
+
+class ProviderTimeout(ProviderError):
+    def __init__(self, provider: str, message: str):
+        super().__init__(provider, None, message, retryable=True)
+
+    @property
+    def outcome(self) -> str:
+        return "timeout"
+
+
+class MalformedResponse(ProviderError):
+    def __init__(self, provider: str, message: str, status_code: int | None = None):
+        super().__init__(provider, status_code, message, retryable=True)
+
+    @property
+    def outcome(self) -> str:
+        return "malformed"
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `Retry-After` (seconds or HTTP date); None if absent."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        from datetime import datetime, timezone
+
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def is_retryable_status(status: int) -> bool:
+    """429, 408, 409 (lock timeouts) and every 5xx are retried elsewhere; other 4xx are final."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def classify(provider: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> ProviderError:
+    """The ProviderError for an upstream HTTP error response."""
+    headers = headers or {}
+    return ProviderError(
+        provider,
+        status,
+        message or f"HTTP {status}",
+        retryable=is_retryable_status(status),
+        retry_after=parse_retry_after(headers) if status == 429 or status >= 500 else None,
+    )
+
+
+# --- the interface ---------------------------------------------------------------------
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    type: str
+    supports_streaming: bool
+
+    def capabilities(self) -> Capabilities: ...
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse: ...
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]: ...
+
+    async def health_check(self) -> HealthProbe: ...
+
+    def estimate_cost(self, request: CompletionRequest) -> CostEstimate: ...
+
+
+class BaseProvider:
+    """Shared plumbing for adapters built from a ProviderConfig.
+
+    Subclasses set `type` and implement complete/stream/health_check. The key is
+    resolved lazily (and cached by providers.secrets), so building is cheap.
+    """
+
+    type = ""
+    supports_streaming = True
+
+    def __init__(self, config: ProviderConfig):
+        self.config = config
+        self.name = config.name
+        self.model = config.model
+        self.timeout = float(config.timeout_seconds or 30)
+        self.options: Mapping[str, Any] = config.settings or {}
+
+    @property
+    def api_key(self) -> str:
+        return secrets.resolve_api_key(self.config)
+
+    def model_for(self, request: CompletionRequest) -> str:
+        return request.model or self.model
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(streaming=self.supports_streaming)
+
+    def estimate_cost(self, request: CompletionRequest) -> CostEstimate:
+        from providers.pricing import estimate_cost
+
+        return estimate_cost(self.config, request)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

@@ -1,0 +1,73 @@
+"""Errors that reach API clients, one class per code of the SPEC §3 envelope.
+
+Each carries its HTTP status; routing/api/errors.py renders any of them as
+`{"error": {"code", "message", "details"}}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AxonFlowError(Exception):
+    code = "internal_error"
+    http_status = 500
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None, *, headers: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class ValidationFailed(AxonFlowError):
+    code = "validation_error"
+    http_status = 400
+
+
+class InvalidConfig(AxonFlowError):
+    code = "invalid_config"
+    http_status = 400
+
+
+class Unauthorized(AxonFlowError):
+    code = "unauthorized"
+    http_status = 401
+
+
+class Forbidden(AxonFlowError):
+    code = "forbidden"
+    http_status = 403
+
+
+class LicenseRequired(AxonFlowError):
+    code = "license_required"
+    http_status = 403
+
+
+class ProviderNotFound(AxonFlowError):
+    code = "provider_not_found"
+    http_status = 404
+
+
+class DuplicateProvider(AxonFlowError):
+    code = "duplicate_provider"
+    http_status = 409
+
+
+class RateLimited(AxonFlowError):
+    code = "rate_limited"
+    http_status = 429
+
+
+class UpstreamFailed(AxonFlowError):
+    code = "upstream_error"
+    http_status = 502
+
+
+class NoHealthyProvider(AxonFlowError):
+    code = "no_healthy_provider"
+    http_status = 503

@@ -1,0 +1,71 @@
+"""What happened to routed requests: one UsageRecord per request, and per-minute
+metric buckets per provider that the status API aggregates over windows."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from providers.models import ProviderConfig
+from tenants.models import ApiToken, Tenant
+
+
+class UsageStatus(models.TextChoices):
+    SUCCESS = "success", "Success"
+    ERROR = "error", "Error"
+
+
+class UsageRecord(models.Model):
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
+    token = models.ForeignKey(ApiToken, models.SET_NULL, null=True, blank=True, related_name="+")
+    provider = models.ForeignKey(ProviderConfig, models.SET_NULL, null=True, blank=True, related_name="+")
+    # Names survive the provider's deletion; the log stays readable.
+    provider_name = models.CharField(max_length=64, blank=True, default="")
+    providers_tried = models.JSONField(default=list, blank=True)
+    attempts = models.JSONField(default=list, blank=True)
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=UsageStatus.choices)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    error_code = models.CharField(max_length=40, blank=True, default="")
+    model = models.CharField(max_length=200, blank=True, default="")
+    stream = models.BooleanField(default=False)
+    latency_ms = models.FloatField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    currency = models.CharField(max_length=3, default="USD")
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    prompt = models.TextField(null=True, blank=True)  # only when the tenant opts in
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["tenant", "created"], name="usage_tenant_time"),
+            models.Index(fields=["tenant", "provider_name", "created"], name="usage_tenant_provider_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_name or '-'} {self.status} {self.latency_ms:.0f} ms"
+
+
+class MetricBucket(models.Model):
+    """One provider's traffic in one minute; histogram buckets are LATENCY_BOUNDS_MS."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
+    provider = models.ForeignKey(ProviderConfig, models.CASCADE, related_name="metric_buckets")
+    minute = models.DateTimeField()
+    request_count = models.PositiveIntegerField(default=0)
+    error_count = models.PositiveIntegerField(default=0)
+    latency_sum_ms = models.FloatField(default=0)
+    latency_histogram = models.JSONField(default=list)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "minute"], name="metric_bucket_unique"),
+        ]
+        indexes = [models.Index(fields=["tenant", "minute"], name="metric_tenant_minute")]

@@ -1,0 +1,118 @@
+"""Tenants, memberships and API tokens.
+
+Membership and ApiToken are the deliberate exceptions to row-level security: they are
+read before a tenant is known (a user's memberships at login, a token by its hash),
+always by exact key. See README, "Row-level security".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+TOKEN_PREFIX = "axf_"
+
+
+class Plan(models.TextChoices):
+    COMMUNITY = "community", "Community"
+    ENTERPRISE = "enterprise", "Enterprise"
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    OPERATOR = "operator", "Operator"
+    VIEWER = "viewer", "Viewer"
+
+
+# Roles ordered by power: a role may do everything a lower one may.
+ROLE_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+
+
+class Tenant(models.Model):
+    slug = models.SlugField(max_length=50, unique=True)
+    name = models.CharField(max_length=200)
+    plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.COMMUNITY)
+    health_interval_seconds = models.PositiveIntegerField(default=30)
+    # Status-derivation thresholds; empty means the defaults in routing/health.py.
+    health_settings = models.JSONField(default=dict, blank=True)
+    default_weights = models.JSONField(default=dict, blank=True)
+    store_prompts = models.BooleanField(default=False)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Membership(models.Model):
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "user"], name="membership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.tenant} ({self.role})"
+
+    def allows(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+class TokenScope(models.TextChoices):
+    COMPLETIONS = "completions", "Completions only"
+    ADMIN = "admin", "Admin (everything)"
+
+
+def hash_token(raw: str) -> str:
+    """HMAC-SHA256 of the token under SECRET_KEY: a DB leak alone does not reveal tokens."""
+    return hmac.new(settings.SECRET_KEY.encode(), raw.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=20, choices=TokenScope.choices, default=TokenScope.COMPLETIONS)
+    prefix = models.CharField(max_length=16, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created = models.DateTimeField(default=timezone.now)
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "id"], name="apitoken_tenant_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @classmethod
+    def issue(cls, tenant: Tenant, name: str, scope: str = TokenScope.COMPLETIONS) -> tuple[ApiToken, str]:
+        """Create a token and return it with the raw value, which is never stored."""
+        raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            tenant=tenant, name=name, scope=scope, prefix=raw[:12], token_hash=hash_token(raw)
+        )
+        return token, raw
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,0 +1,179 @@
+"""Personas (alice admin of acme, bob viewer of acme, dave operator of acme, carol admin
+of globex), API clients, and service markers.
+
+Tests that need PostgreSQL or Redis skip with a reason when DATABASE_URL / REDIS_URL
+are not set; .ci/run sets both and fails on any skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from tenants.models import ApiToken, Plan, Role, TokenScope
+from tenants.rls import tenant_context
+from tests.factories import MembershipFactory, ProviderConfigFactory, TenantFactory, UserFactory
+
+TEST_KEYS = ["m3-n4qgSqCZvwCHO1Qwf4zDZ8s3Kf1tX7N7m-bxb0_4="]
+
+requires_postgres = pytest.mark.skipif(
+    not settings.IS_POSTGRES, reason="needs PostgreSQL: set DATABASE_URL (as .ci/run does)"
+)
+requires_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="needs Redis: set REDIS_URL (as .ci/run does)")
+
+
+@pytest.fixture(autouse=True)
+def _fixed_encryption_keys(settings):
+    settings.AXONFLOW_ENCRYPTION_KEYS = TEST_KEYS
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    from tenants.authentication import forget_tokens
+
+    forget_tokens()
+    yield
+    forget_tokens()
+
+
+@pytest.fixture
+def acme(db):
+    return TenantFactory(slug="acme", name="Acme", plan=Plan.ENTERPRISE)
+
+
+@pytest.fixture
+def globex(db):
+    return TenantFactory(slug="globex", name="Globex", plan=Plan.COMMUNITY)
+
+
+@pytest.fixture
+def alice(acme):
+    user = UserFactory(username="alice")
+    MembershipFactory(user=user, tenant=acme, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
+def bob(acme):
+    user = UserFactory(username="bob")
+    MembershipFactory(user=user, tenant=acme, role=Role.VIEWER)
+    return user
+
+
+@pytest.fixture
+def dave(acme):
+    user = UserFactory(username="dave")
+    MembershipFactory(user=user, tenant=acme, role=Role.OPERATOR)
+    return user
+
+
+@pytest.fixture
+def carol(globex):
+    user = UserFactory(username="carol")
+    MembershipFactory(user=user, tenant=globex, role=Role.ADMIN)
+    return user
+
+
+def _logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def alice_client(alice):
+    return _logged_in(alice)
+
+
+@pytest.fixture
+def bob_client(bob):
+    return _logged_in(bob)
+
+
+@pytest.fixture
+def carol_client(carol):
+    return _logged_in(carol)
+
+
+class ApiClient(Client):
+    """A test client that sends a bearer token and JSON bodies."""
+
+    def __init__(self, raw_token: str | None):
+        super().__init__()
+        self.raw_token = raw_token
+
+    def _auth(self, extra: dict) -> dict:
+        if self.raw_token:
+            extra.setdefault("HTTP_AUTHORIZATION", f"Bearer {self.raw_token}")
+        return extra
+
+    def get(self, path, data=None, **extra):
+        return super().get(path, data, **self._auth(extra))
+
+    def delete(self, path, data="", content_type="application/json", **extra):
+        return super().delete(path, data, content_type=content_type, **self._auth(extra))
+
+    def post(self, path, data=None, content_type="application/json", **extra):
+        return super().post(path, data, content_type=content_type, **self._auth(extra))
+
+    def patch(self, path, data=None, content_type="application/json", **extra):
+        return super().patch(path, data, content_type=content_type, **self._auth(extra))
+
+    def put(self, path, data=None, content_type="application/json", **extra):
+        return super().put(path, data, content_type=content_type, **self._auth(extra))
+
+
+def make_token(tenant, scope=TokenScope.ADMIN, name="test") -> str:
+    _token, raw = ApiToken.issue(tenant, name, scope)
+    return raw
+
+
+@pytest.fixture
+def acme_api(acme) -> ApiClient:
+    """Admin-scope token of acme."""
+    return ApiClient(make_token(acme))
+
+
+@pytest.fixture
+def acme_completions_api(acme) -> ApiClient:
+    return ApiClient(make_token(acme, TokenScope.COMPLETIONS, "app"))
+
+
+@pytest.fixture
+def globex_api(globex) -> ApiClient:
+    return ApiClient(make_token(globex))
+
+
+@pytest.fixture
+def as_tenant():
+    """`with as_tenant(t):` reads and writes inside tenant t's RLS context."""
+
+    @contextlib.contextmanager
+    def enter(tenant):
+        with tenant_context(tenant.pk if tenant else None):
+            yield
+
+    return enter
+
+
+@pytest.fixture
+def make_provider():
+    def make(tenant, **kwargs):
+        return ProviderConfigFactory(tenant=tenant, **kwargs)
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("AXONFLOW_REQUIRE_SERVICES"):
+        missing = []
+        if not settings.IS_POSTGRES:
+            missing.append("DATABASE_URL (PostgreSQL)")
+        if not settings.REDIS_URL:
+            missing.append("REDIS_URL")
+        if missing:
+            raise pytest.UsageError(f"AXONFLOW_REQUIRE_SERVICES is set but {', '.join(missing)} is not configured")

@@ -10,6 +10,7 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
         name="api-docs",
     ),
+    path("api/v1/", include("routing.api.urls")),
     path("", include("tenants.urls")),
     path("", include("routing.urls")),
 ]

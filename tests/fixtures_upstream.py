@@ -1,0 +1,1 @@
+"""Pytest fixtures for the fake upstream (filled in by the adapter work)."""

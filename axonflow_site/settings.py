@@ -8,6 +8,7 @@ Bad values fail here, at import, with a message naming the variable.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import environ
@@ -91,8 +92,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command", "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
     )
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
-    DATABASES["default"].setdefault("TEST", {"NAME": str(BASE_DIR / "var" / "test.sqlite3")})
 IS_POSTGRES = "postgresql" in DATABASES["default"]["ENGINE"]
+if IS_POSTGRES:
+    # One test database per test run, so concurrent runs on one server never collide.
+    DATABASES["default"].setdefault(
+        "TEST", {"NAME": env.str("AXONFLOW_TEST_DB_NAME", default=f"test_{DATABASES['default']['NAME']}_{os.getpid()}")}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channels and Redis ---------------------------------------------------------

@@ -28,6 +28,11 @@ class ValidationFailed(AxonFlowError):
     http_status = 400
 
 
+class PayloadTooLarge(AxonFlowError):
+    code = "validation_error"
+    http_status = 413
+
+
 class InvalidConfig(AxonFlowError):
     code = "invalid_config"
     http_status = 400

@@ -1,0 +1,40 @@
+"""Base view for tenant-scoped REST endpoints: the whole handler runs in one
+transaction with the token's tenant set for row-level security."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from rest_framework.views import APIView
+
+from providers.errors import PayloadTooLarge
+from tenants.rls import set_tenant
+
+
+def check_body_size(request) -> None:
+    """Refuse bodies over AXONFLOW_MAX_BODY_BYTES before anything parses them."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > settings.AXONFLOW_MAX_BODY_BYTES:
+        raise PayloadTooLarge(
+            f"Request body is {length} bytes; the limit is {settings.AXONFLOW_MAX_BODY_BYTES}.",
+            {"limit_bytes": settings.AXONFLOW_MAX_BODY_BYTES},
+        )
+
+
+class TenantAPIView(APIView):
+    """`self.tenant_id` is the token's tenant; every query runs inside its RLS context."""
+
+    tenant_id: int
+
+    def dispatch(self, request, *args, **kwargs):
+        with transaction.atomic():
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        check_body_size(request)
+        self.tenant_id = request.auth.tenant_id
+        set_tenant(self.tenant_id)

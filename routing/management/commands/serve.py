@@ -1,0 +1,46 @@
+"""`make run`: the fake upstream (a separate process), then the ASGI server with the
+health loop inside it (embedded default) or a separate health worker (with Redis)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Serve AxonFlow with uvicorn (uvloop + httptools), plus the demo fake upstream."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--upstream-port", type=int, default=8100)
+        parser.add_argument("--no-upstream", action="store_true", help="do not start the fake upstream")
+
+    def handle(self, host, port, upstream_port, no_upstream, **options):
+        import uvicorn
+
+        children = []
+        manage = [sys.executable, "manage.py"]
+        if not no_upstream:
+            children.append(subprocess.Popen([*manage, "fake_upstream", "--port", str(upstream_port)]))
+        if not settings.AXONFLOW_HEALTH_IN_PROCESS:
+            children.append(subprocess.Popen([*manage, "run_health_checks"]))
+        self.stdout.write(
+            f"\n  AxonFlow console:  http://{host}:{port}/\n"
+            f"  Demo login:        demo / demo-password\n"
+            f"  API docs:          http://{host}:{port}/api/docs/\n"
+            + (f"  Fake upstream:     http://127.0.0.1:{upstream_port}/\n" if not no_upstream else "")
+        )
+        try:
+            uvicorn.run(
+                "axonflow_site.asgi:application", host=host, port=port, loop="uvloop", http="httptools",
+                lifespan="on", log_level="info",
+            )  # fmt: skip
+        finally:
+            for child in children:
+                child.terminate()
+            for child in children:
+                child.wait(timeout=10)

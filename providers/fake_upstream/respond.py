@@ -1,0 +1,187 @@
+"""What a handler works with: FakeRequest (the parsed request, its label's Behaviour,
+and the response helpers that apply body-level failures), plus the text helpers that
+keep replies deterministic. The contract is described in core.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from providers.fake_upstream.core import Behaviour, Route
+
+MAX_HANG_SECONDS = 300.0
+_AUTH_HEADERS = ("authorization", "x-api-key", "x-goog-api-key", "api-key")
+
+# --- text helpers ----------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+_CHUNK_RE = re.compile(r"\s*\S+")
+
+
+def count_tokens(text: str) -> int:
+    """Plausible token count: words and punctuation marks, at least 1."""
+    return max(1, len(_TOKEN_RE.findall(text or "")))
+
+
+def split_chunks(text: str) -> list[str]:
+    """Stream pieces whose concatenation is exactly `text` (a word with its leading space)."""
+    pieces = _CHUNK_RE.findall(text)
+    tail = text[len("".join(pieces)) :]
+    if tail:
+        pieces.append(tail)
+    return pieces or [""]
+
+
+def text_of(content: Any) -> str:
+    """Text of a message content in any provider's shape (string, parts, blocks)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(text_of(p) for p in content)
+    if isinstance(content, dict):
+        return str(content.get("text") or "")
+    return ""
+
+
+# --- the request object handed to handlers -----------------------------------------------
+
+
+class FakeRequest:
+    """A parsed request plus its label's Behaviour and the response helpers."""
+
+    def __init__(self, http: web.Request, route: Route, label: str, behaviour: Behaviour, params, body, raw):
+        self.http = http
+        self.route = route
+        self.label = label
+        self.behaviour = behaviour
+        self.params: dict[str, str] = params
+        self.body: Any = body
+        self.raw: bytes = raw
+        self.failure: str | None = None  # a BODY_FAILURES kind when one is injected
+
+    @property
+    def headers(self):
+        return self.http.headers
+
+    def reply_for(self, prompt: str) -> str:
+        if self.behaviour.reply is not None:
+            return self.behaviour.reply
+        return f"Echo: {prompt.strip()[:400]}" if prompt.strip() else "Hello from the fake upstream."
+
+    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+        """The provider-shaped error response (module.error_body)."""
+        return error_response(self.route.module, status, message, headers)
+
+    async def json(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.StreamResponse:
+        if self.failure == "stream_error":
+            return self.error(500, DEFAULT_MESSAGES[500])
+        data = json.dumps(obj, separators=(",", ":")).encode()
+        if self.failure == "malformed":
+            return web.Response(body=data[: max(1, len(data) // 2)], status=status, content_type="application/json")
+        if self.failure in ("cut", "stall", "drip"):
+            return await self._stream_bytes([data[: len(data) // 2], data[len(data) // 2 :]], "application/json")
+        return web.Response(body=data, status=status, content_type="application/json", headers=headers)
+
+    async def sse(self, events: Iterable[tuple[str | None, Any]], headers: dict[str, str] | None = None):
+        frames = []
+        for name, data in events:
+            payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+            frames.append((f"event: {name}\n" if name else "") + f"data: {payload}\n\n")
+        return await self._stream_frames(frames, "text/event-stream; charset=utf-8", bad="data: {\"broken\": \n\n", headers=headers)
+
+    async def ndjson(self, objs: Iterable[Any], headers: dict[str, str] | None = None):
+        frames = [json.dumps(o, separators=(",", ":")) + "\n" for o in objs]
+        return await self._stream_frames(frames, "application/x-ndjson", bad="{\"broken\": \n", headers=headers)
+
+    async def raw_stream(self, chunks: Iterable[bytes], content_type: str, headers: dict[str, str] | None = None):
+        return await self._stream_frames(list(chunks), content_type, bad=b"\x00\x00\x00\x10garbage!", headers=headers)
+
+    async def _stream_frames(self, frames: list, content_type: str, bad, headers=None) -> web.StreamResponse:
+        encoded = [f.encode() if isinstance(f, str) else f for f in frames]
+        bad = bad.encode() if isinstance(bad, str) else bad
+        n = self.behaviour.cut_after
+        if self.failure == "malformed":
+            encoded = encoded[:n] + [bad] + encoded[n:]
+        elif self.failure == "stream_error":
+            frame = getattr(self.route.module, "stream_error_frame", None)
+            encoded = encoded[:n] + ([frame().encode()] if frame else [bad])
+        return await self._stream_bytes(encoded, content_type, headers)
+
+    async def _stream_bytes(self, chunks: list[bytes], content_type: str, headers=None) -> web.StreamResponse:
+        b = self.behaviour
+        resp = web.StreamResponse(status=200, headers=headers)
+        resp.content_type = content_type.split(";")[0]
+        if "charset" in content_type:
+            resp.charset = "utf-8"
+        await resp.prepare(self.http)
+        if self.failure == "drip":
+            for byte in b"".join(chunks):
+                await resp.write(bytes([byte]))
+                await asyncio.sleep(b.drip_ms / 1000)
+        elif b.chunk_delay_ms or self.failure in ("cut", "stall"):
+            for i, chunk in enumerate(chunks):
+                if self.failure in ("cut", "stall") and i >= b.cut_after:
+                    break
+                await resp.write(chunk)
+                if b.chunk_delay_ms:
+                    await asyncio.sleep(b.chunk_delay_ms / 1000)
+            if self.failure == "stall":
+                await hang(self.http)
+            if self.failure in ("cut", "stall"):
+                drop(self.http)
+                return resp
+        else:
+            await resp.write(b"".join(chunks))
+        await resp.write_eof()
+        return resp
+
+
+def drop(http: web.Request) -> None:
+    """Drop the connection without finishing the response (the client sees a broken body)."""
+    if http.transport is not None:
+        http.transport.abort()
+
+
+async def hang(http: web.Request, limit: float = MAX_HANG_SECONDS) -> None:
+    """Wait until the client closes the connection (or `limit` passes)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        transport = http.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(0.02)
+
+
+DEFAULT_MESSAGES = {
+    400: "Invalid request.",
+    401: "Invalid authentication credentials.",
+    403: "Permission denied.",
+    404: "Not found.",
+    429: "Rate limit reached for requests.",
+    500: "The server had an error while processing your request.",
+    503: "The service is temporarily unavailable.",
+    529: "Overloaded.",
+}
+
+
+def error_response(module: ModuleType | None, status: int, message: str, headers=None) -> web.Response:
+    body = module.error_body(status, message) if module and hasattr(module, "error_body") else {"error": message}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def caller_key(http: web.Request) -> str:
+    """The credential the caller sent, as it sent it (for the echo_key failure)."""
+    for name in _AUTH_HEADERS:
+        value = http.headers.get(name)
+        if value:
+            return value.split(" ", 1)[1] if value.lower().startswith("bearer ") else value
+    return http.query.get("key", "")

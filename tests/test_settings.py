@@ -1,0 +1,42 @@
+"""Settings fail at import with a clear message, never later."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_settings(**env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AXONFLOW_", "DEBUG", "SECRET_KEY"))}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", "import axonflow_site.settings"], cwd=ROOT, env=clean, capture_output=True, text=True
+    )
+
+
+def test_outside_debug_a_missing_encryption_key_refuses_to_start():
+    result = load_settings(DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "AXONFLOW_ENCRYPTION_KEYS is not set" in result.stderr
+
+
+def test_outside_debug_a_missing_secret_key_refuses_to_start():
+    result = load_settings(DEBUG="false")
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_a_malformed_encryption_key_is_refused():
+    result = load_settings(DEBUG="false", SECRET_KEY="x" * 50, AXONFLOW_ENCRYPTION_KEYS="not-a-key")
+    assert result.returncode != 0 and "not a Fernet key" in result.stderr
+
+
+def test_production_settings_load_with_both_set():
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    result = load_settings(DEBUG="false", SECRET_KEY="x" * 50, AXONFLOW_ENCRYPTION_KEYS=key)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,152 @@
+"""Per-provider rate limits: a token bucket per ProviderConfig.rate_limit (requests per
+minute; 0 = unlimited).
+
+The bucket holds up to `rate` tokens (one minute's budget, so a quiet provider may take
+a burst of that size) and refills at rate/60 per second. `acquire` takes one token or
+says how long until one is available; the router skips a provider that has none.
+
+In-process by default. With REDIS_URL set, every application process shares one bucket
+per provider in Redis: a Lua script reads, refills and takes atomically, using the Redis
+server's clock so processes on different hosts agree. If Redis cannot be reached the
+limiter fails open (grants) and logs: losing the limit briefly is better than losing
+all traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from django.conf import settings
+
+log = logging.getLogger("axonflow.ratelimit")
+
+KEY_PREFIX = "axonflow:rl:"
+
+# KEYS[1] bucket; ARGV[1] capacity (= requests per minute). Returns milliseconds to wait
+# for a token: 0 means one was taken. Times are ms since the epoch from Redis TIME;
+# values are formatted explicitly because Lua's default number format keeps 14 digits.
+TOKEN_BUCKET_LUA = """
+local capacity = tonumber(ARGV[1])
+local per_ms = capacity / 60000.0
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = capacity
+  ts = now
+end
+tokens = math.min(capacity, tokens + math.max(0, now - ts) * per_ms)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / per_ms)
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'ts', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], 120000)
+return wait
+"""
+
+
+class Limiter(Protocol):
+    async def acquire(self, key: str, rate_per_minute: int) -> float:
+        """Take one token: 0.0 if granted, else the seconds until one is available."""
+        ...
+
+
+class LocalLimiter:
+    """Token buckets in this process's memory (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str, rate_per_minute: int) -> float:
+        if rate_per_minute <= 0:
+            return 0.0
+        capacity = float(rate_per_minute)
+        per_second = capacity / 60.0
+        with self._lock:
+            now = self.clock()
+            tokens, stamp = self._buckets.get(key, (capacity, now))
+            tokens = min(capacity, tokens + max(0.0, now - stamp) * per_second)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / per_second
+
+    async def acquire(self, key: str, rate_per_minute: int) -> float:
+        return self.take(key, rate_per_minute)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._buckets.clear()
+
+
+class RedisLimiter:
+    """Token buckets in Redis, shared by every process using the same server."""
+
+    def __init__(self, url: str, prefix: str = KEY_PREFIX):
+        self.url = url
+        self.prefix = prefix
+        self._clients: dict[asyncio.AbstractEventLoop, object] = {}
+        self._warned_at = 0.0
+
+    def _script(self):
+        # One client (and connection pool) per event loop: redis.asyncio pools are bound
+        # to the loop that created them.
+        loop = asyncio.get_running_loop()
+        entry = self._clients.get(loop)
+        if entry is None:
+            import redis.asyncio as redis
+
+            for stale in [lp for lp in self._clients if lp.is_closed()]:
+                self._clients.pop(stale, None)
+            client = redis.from_url(self.url)
+            entry = (client, client.register_script(TOKEN_BUCKET_LUA))
+            self._clients[loop] = entry
+        return entry[1]
+
+    async def acquire(self, key: str, rate_per_minute: int) -> float:
+        if rate_per_minute <= 0:
+            return 0.0
+        try:
+            wait_ms = await self._script()(keys=[self.prefix + key], args=[int(rate_per_minute)])
+        except Exception as exc:  # redis errors, connection refused, timeouts
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("rate limiter cannot reach Redis (%s); granting requests", type(exc).__name__)
+            return 0.0
+        return int(wait_ms) / 1000.0
+
+    async def close(self) -> None:
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[0].aclose()
+
+
+_limiter: Limiter | None = None
+
+
+def get_limiter() -> Limiter:
+    """The process's limiter: Redis-backed when REDIS_URL is set, else in-process."""
+    global _limiter
+    if _limiter is None:
+        _limiter = RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else LocalLimiter()
+    return _limiter
+
+
+def set_limiter(limiter: Limiter | None) -> None:
+    """Replace the process's limiter (tests; None goes back to the default)."""
+    global _limiter
+    _limiter = limiter

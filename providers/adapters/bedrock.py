@@ -1,0 +1,393 @@
+"""Amazon Bedrock through the Converse API, signed with SigV4 by botocore.
+
+- Converse: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+  (`POST /model/{modelId}/converse`; messages, system, inferenceConfig; output.message,
+  stopReason, usage)
+- ConverseStream: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStream.html
+  and .../API_runtime_ConverseStreamOutput.html (an `application/vnd.amazon.eventstream`
+  body: messageStart, contentBlockDelta, contentBlockStop, messageStop, metadata, and
+  exception events such as throttlingException or modelStreamErrorException)
+- Event stream framing: https://docs.aws.amazon.com/transcribe/latest/dg/event-stream.html
+  (decoded here with botocore.eventstream.EventStreamBuffer)
+- Errors: https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html
+  (JSON `{"message"}` with the exception name in the `x-amzn-ErrorType` header)
+- Health: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_ListFoundationModels.html
+
+Credentials: by default the standard AWS chain (environment, shared config/profile,
+container or instance role) via botocore, resolved once per process and profile and
+refreshed by botocore before they expire. A config may instead carry explicit keys:
+`settings.aws_access_key_id` plus the secret access key as the config's (encrypted)
+api_key. Either way every secret is registered with secrets.scrub().
+
+botocore is optional (`pip install axonflow[bedrock]`); without it, building this
+provider raises InvalidConfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import yarl
+
+from providers import secrets
+from providers.adapters.base import (
+    BaseProvider,
+    Chunk,
+    CompletionRequest,
+    CompletionResponse,
+    HealthProbe,
+    MalformedResponse,
+    Message,
+    ProviderError,
+    Usage,
+    classify,
+)
+from providers.adapters.http import Call, Clocks, error_message
+from providers.errors import InvalidConfig
+
+try:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    from botocore.eventstream import EventStreamBuffer, ParserError
+except ImportError:  # pragma: no cover - exercised only without the extra installed
+    SigV4Auth = None  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+
+RUNTIME_URL = "https://bedrock-runtime.{region}.amazonaws.com"
+CONTROL_URL = "https://bedrock.{region}.amazonaws.com"
+CONVERSE = "/model/{model}/converse"
+CONVERSE_STREAM = "/model/{model}/converse-stream"
+LIST_MODELS = "/foundation-models?byOutputModality=TEXT"
+SERVICE = "bedrock"  # the SigV4 signing name for both bedrock and bedrock-runtime hosts
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+# Exception names (x-amzn-ErrorType, or :exception-type in a stream, lower camel case)
+# that another provider could well succeed on.
+RETRYABLE = {
+    "throttlingexception", "serviceunavailableexception", "internalserverexception",
+    "modelstreamerrorexception", "modelnotreadyexception", "modeltimeoutexception",
+    "modelerrorexception", "serviceunavailable", "internalfailure",
+}  # fmt: skip
+FINAL = {"validationexception", "accessdeniedexception", "resourcenotfoundexception"}
+# HTTP statuses the ConverseStreamOutput reference gives each in-stream exception.
+STREAM_STATUS = {
+    "throttlingexception": 429, "validationexception": 400, "serviceunavailableexception": 503,
+    "internalserverexception": 500, "modelstreamerrorexception": 424,
+}  # fmt: skip
+STALE_CREDENTIALS = {"expiredtokenexception", "unrecognizedclientexception"}
+# https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseResponse.html
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+HEALTH_PROBES = ("list_models", "converse")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`config.settings` for bedrock: `aws_access_key_id` (with the secret as api_key),
+    `profile` (a named profile of the shared AWS config) and `health_probe`
+    ("list_models", the default, or "converse": a one-token Converse call, for
+    roles allowed to invoke models but not to list them)."""
+
+    aws_access_key_id: str = ""
+    profile: str = ""
+    health_probe: str = "list_models"
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        """Raises InvalidConfig naming the bad field."""
+        values = {name: raw.get(name, default) for name, default in (
+            ("aws_access_key_id", ""), ("profile", ""), ("health_probe", "list_models"))}  # fmt: skip
+        for name, value in values.items():
+            if not isinstance(value, str):
+                raise InvalidConfig(f"settings.{name} must be a string.", {"field": "settings"})
+        if values["health_probe"] not in HEALTH_PROBES:
+            raise InvalidConfig("settings.health_probe must be list_models or converse.", {"field": "settings"})
+        return cls(**values)
+
+
+def _messages(messages: list[Message]) -> tuple[list[dict], list[str]]:
+    """Converse messages plus the system texts found among them.
+
+    Consecutive turns of one role become one message with several content blocks:
+    Converse rejects two user (or assistant) messages in a row."""
+    result: list[dict] = []
+    system: list[str] = []
+    for message in messages:
+        if message.role == "system":
+            system.append(message.content)
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        if result and result[-1]["role"] == role:
+            result[-1]["content"].append({"text": message.content})
+        else:
+            result.append({"role": role, "content": [{"text": message.content}]})
+    return result, system
+
+
+def to_wire(req: CompletionRequest) -> dict:
+    """The Converse (and ConverseStream) body for `req`; the model id goes in the path."""
+    messages, system = _messages(req.messages)
+    if req.system:
+        system.insert(0, req.system)
+    body: dict[str, Any] = {"messages": messages}
+    if system:
+        body["system"] = [{"text": text} for text in system]
+    config: dict[str, Any] = {}
+    for name, value in (
+        ("maxTokens", req.max_tokens),
+        ("temperature", req.temperature),
+        ("topP", req.top_p),
+        ("stopSequences", req.stop),
+    ):
+        if value is not None:
+            config[name] = value
+    if config:
+        body["inferenceConfig"] = config
+    return body
+
+
+def usage_from(raw: Any) -> Usage:
+    raw = raw if isinstance(raw, dict) else {}
+    return Usage(prompt_tokens=int(raw.get("inputTokens") or 0), completion_tokens=int(raw.get("outputTokens") or 0))
+
+
+def stop_reason(raw: str | None) -> str | None:
+    return STOP_REASONS.get(raw, raw) if raw else None
+
+
+def from_wire(body: Any, model: str = "", provider: str = "bedrock") -> CompletionResponse:
+    """The normalized response for a Converse body (which names no model: pass it)."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(provider, "response is not a JSON object")
+    message = (body.get("output") or {}).get("message") if isinstance(body.get("output"), dict) else None
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        raise MalformedResponse(provider, "response has no output message")
+    text = "".join(block.get("text", "") for block in message["content"] if isinstance(block, dict))
+    return CompletionResponse(
+        content=text,
+        model=model,
+        finish_reason=stop_reason(body.get("stopReason")),
+        usage=usage_from(body.get("usage")),
+    )
+
+
+def error_for_type(provider: str, status: int | None, error_type: str, message: str, headers=None) -> ProviderError:
+    """Retryability from the AWS exception name first, then from the HTTP status."""
+    name = error_type.split(":", 1)[0].strip()
+    text = f"{name}: {message}" if name else message
+    key = name.lower()
+    if key in RETRYABLE or key in FINAL:
+        error = classify(provider, status or 500, text, headers)
+        error.status_code = status
+        error.retryable = key in RETRYABLE
+        return error
+    if status is None:
+        return ProviderError(provider, None, text, retryable=True)
+    return classify(provider, status, text, headers)
+
+
+Frame = tuple[Mapping[str, Any], bytes]
+
+
+async def parse_stream(
+    frames: AsyncIterator[Frame], model: str = "", provider: str = "bedrock"
+) -> AsyncIterator[Chunk]:
+    """Chunks from decoded event-stream frames (headers, payload).
+
+    messageStop carries the stop reason and the metadata event after it the usage,
+    so both go out on one final chunk. Exception frames raise ProviderErrors; a
+    stream that ends before messageStop raises MalformedResponse."""
+    reason: str | None = None
+    done = False
+    async for headers, payload in frames:
+        kind = headers.get(":message-type", "event")
+        if kind == "error":
+            raise ProviderError(provider, None, f"{headers.get(':error-code')}: {headers.get(':error-message')}", True)
+        try:
+            data = json.loads(payload or b"{}")
+        except ValueError:
+            raise MalformedResponse(provider, "stream event payload is not valid JSON") from None
+        if kind == "exception":
+            name = str(headers.get(":exception-type", ""))
+            message = data.get("message", "") if isinstance(data, dict) else ""
+            raise error_for_type(provider, STREAM_STATUS.get(name.lower()), name, message)
+        event = headers.get(":event-type")
+        if event == "contentBlockDelta":
+            text = ((data.get("delta") or {}).get("text")) or ""
+            if text:
+                yield Chunk(delta=text, model=model)
+        elif event == "messageStop":
+            reason, done = stop_reason(data.get("stopReason")) or "stop", True
+        elif event == "metadata":
+            if not done:
+                raise MalformedResponse(provider, "metadata arrived before messageStop")
+            yield Chunk(finish_reason=reason, usage=usage_from(data.get("usage")), model=model)
+            return
+    if not done:
+        raise MalformedResponse(provider, "stream ended before messageStop")
+    yield Chunk(finish_reason=reason, model=model)
+
+
+async def decode_frames(chunks: AsyncIterator[bytes], provider: str) -> AsyncIterator[Frame]:
+    """(headers, payload) for each event-stream message; a bad CRC or length is malformed."""
+    buffer = EventStreamBuffer()
+    async for chunk in chunks:
+        buffer.add_data(chunk)
+        try:
+            messages = list(buffer)
+        except ParserError as exc:
+            raise MalformedResponse(provider, f"bad event stream frame: {type(exc).__name__}") from None
+        for message in messages:
+            yield message.headers, message.payload
+
+
+# --- credentials and signing ----------------------------------------------------------
+
+_chain: dict[str, Any] = {}
+_chain_lock = threading.Lock()
+
+
+def _load_chain(profile: str) -> Any:
+    import botocore.session
+
+    with _chain_lock:
+        if profile not in _chain:
+            session = botocore.session.Session(profile=profile or None)
+            credentials = session.get_credentials()
+            if credentials is None:
+                return None
+            _chain[profile] = credentials
+        return _chain[profile]
+
+
+def forget_credentials() -> None:
+    """Drop the cached chain credentials (tests; after ExpiredToken/UnrecognizedClient)."""
+    with _chain_lock:
+        _chain.clear()
+
+
+async def frozen_credentials(settings: Settings, secret: str, provider: str) -> Any:
+    """Explicit keys when configured, else the chain's current (refreshed) credentials.
+
+    Raises a retryable ProviderError when no credentials can be found, so the router
+    fails over to a provider that is configured."""
+    if settings.aws_access_key_id:
+        if not secret:
+            raise ProviderError(provider, None, "aws_access_key_id is set but the secret key (api_key) is not", True)
+        return Credentials(settings.aws_access_key_id, secret).get_frozen_credentials()
+    credentials = _chain.get(settings.profile) or await asyncio.to_thread(_load_chain, settings.profile)
+    if credentials is None:
+        raise ProviderError(provider, None, "no AWS credentials found (environment, profile or instance role)", True)
+    needs_refresh = getattr(credentials, "refresh_needed", None)
+    if needs_refresh is not None and needs_refresh():
+        frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
+    else:
+        frozen = credentials.get_frozen_credentials()
+    secrets.remember(frozen.secret_key)
+    if frozen.token:
+        secrets.remember(frozen.token)
+    return frozen
+
+
+def sign(method: str, url: str, body: bytes, headers: Mapping[str, str], credentials: Any, region: str) -> dict:
+    """The request headers with SigV4 `Authorization`, `X-Amz-Date` (and the session
+    token) added by botocore, over exactly these bytes and this percent-encoded URL."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
+    SigV4Auth(credentials, SERVICE, region).add_auth(request)
+    return dict(request.headers.items())
+
+
+class BedrockCall(Call):
+    """Reads the exception name from x-amzn-ErrorType (or the body's __type)."""
+
+    def error_for(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+        error_type = headers.get("x-amzn-ErrorType", "")
+        if not error_type:
+            try:
+                error_type = str(json.loads(body).get("__type", "")).rsplit("#", 1)[-1]
+            except (ValueError, AttributeError):
+                error_type = ""
+        if error_type.split(":", 1)[0].lower() in STALE_CREDENTIALS:
+            forget_credentials()
+        return error_for_type(self.provider, status, error_type, error_message(body), headers)
+
+
+class BedrockProvider(BaseProvider):
+    """Adapter for Bedrock's Converse API in one AWS region."""
+
+    type = "bedrock"
+
+    def __init__(self, config: ProviderConfig):
+        if SigV4Auth is None:
+            raise InvalidConfig(
+                "The bedrock provider needs botocore: pip install 'axonflow[bedrock]'.", {"provider_type": "bedrock"}
+            )
+        super().__init__(config)
+        self.settings = Settings.parse(self.options)
+        self.region = config.region or "us-east-1"
+        self.base_url = (config.base_url or RUNTIME_URL.format(region=self.region)).rstrip("/")
+        self.control_url = (config.base_url or CONTROL_URL.format(region=self.region)).rstrip("/")
+
+    def _call(self) -> BedrockCall:
+        return BedrockCall(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def _send(self, call: Call, method: str, url: str, body: dict | None, accept: str):
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        credentials = await frozen_credentials(self.settings, self.api_key, self.name)
+        signed = sign(method, url, data, headers, credentials, self.region)
+        # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
+        return await call.open(method, yarl.URL(url, encoded=True), signed, data=data if body is not None else None)
+
+    def _model_url(self, template: str, model: str) -> str:
+        # Model ids and ARNs contain ':' and '/', percent-encoded as the AWS SDKs do.
+        return self.base_url + template.format(model=quote(model, safe=""))
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        model = self.model_for(request)
+        call = self._call()
+        url = self._model_url(CONVERSE, model)
+        response = await self._send(call, "POST", url, to_wire(request), "application/json")
+        return from_wire(await call.read_json(response), model, self.name)
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        model = self.model_for(request)
+        call = self._call()
+        url = self._model_url(CONVERSE_STREAM, model)
+        response = await self._send(call, "POST", url, to_wire(request), EVENTSTREAM)
+        frames = decode_frames(call.raw_chunks(response), self.name)
+        async for chunk in parse_stream(frames, model, self.name):
+            yield chunk
+
+    async def health_check(self) -> HealthProbe:
+        """A signed ListFoundationModels call (or a one-token Converse, see Settings)."""
+        started = time.monotonic()
+        try:
+            if self.settings.health_probe == "converse":
+                await self.complete(CompletionRequest(messages=[Message("user", "ping")], max_tokens=1))
+            else:
+                call = self._call()
+                response = await self._send(call, "GET", self.control_url + LIST_MODELS, None, "application/json")
+                data = await call.read_json(response)
+                if not isinstance(data, dict) or not isinstance(data.get("modelSummaries", []), list):
+                    raise MalformedResponse(self.name, "the model list is not a JSON object", 200)
+        except ProviderError as exc:
+            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
+        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)

@@ -1,0 +1,183 @@
+"""Ollama's native chat API.
+
+- Chat: https://docs.ollama.com/api/chat (`POST /api/chat`, body and response fields)
+- Streaming: https://docs.ollama.com/api/streaming (NDJSON, one object a line, the last
+  with `done: true`, `done_reason` and the token counts)
+- Errors: https://docs.ollama.com/api/errors (`{"error": "..."}`; an error after the
+  stream started arrives as one more NDJSON line, the HTTP status stays 200)
+- Models: https://docs.ollama.com/api/tags (`GET /api/tags`, used as the health probe)
+
+Ollama needs no key. When a config has one anyway (an authenticating reverse proxy,
+or ollama.com's hosted API), it is sent as `Authorization: Bearer`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from providers.adapters.base import (
+    BaseProvider,
+    Chunk,
+    CompletionRequest,
+    CompletionResponse,
+    HealthProbe,
+    MalformedResponse,
+    ProviderError,
+    Usage,
+)
+from providers.adapters.http import Call, Clocks, ndjson
+from providers.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+
+CHAT_PATH = "/api/chat"
+TAGS_PATH = "/api/tags"
+DEFAULT_BASE_URL = "http://127.0.0.1:11434"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`config.settings` for ollama: `keep_alive` ("5m", 0…), `num_ctx`, and `options`
+    (extra model options such as top_k or seed, passed through)."""
+
+    keep_alive: str | int | None = None
+    num_ctx: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        """Raises InvalidConfig naming the bad field."""
+        keep_alive = raw.get("keep_alive")
+        if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
+            raise InvalidConfig("settings.keep_alive must be a duration string or seconds.", {"field": "settings"})
+        num_ctx = raw.get("num_ctx")
+        if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx <= 0):
+            raise InvalidConfig("settings.num_ctx must be a positive integer.", {"field": "settings"})
+        options = raw.get("options") or {}
+        if not isinstance(options, dict):
+            raise InvalidConfig("settings.options must be an object.", {"field": "settings"})
+        return cls(keep_alive=keep_alive, num_ctx=num_ctx, options=dict(options))
+
+
+def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
+    """The /api/chat body for `req`. Ollama takes the system prompt as a first message."""
+    settings = settings or Settings()
+    messages = [{"role": "system", "content": req.system}] if req.system else []
+    messages += [{"role": m.role, "content": m.content} for m in req.messages]
+    options: dict[str, Any] = dict(settings.options)
+    if settings.num_ctx is not None:
+        options["num_ctx"] = settings.num_ctx
+    for name, value in (
+        ("temperature", req.temperature),
+        ("top_p", req.top_p),
+        ("num_predict", req.max_tokens),
+        ("stop", req.stop),
+    ):
+        if value is not None:
+            options[name] = value
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if options:
+        body["options"] = options
+    if settings.keep_alive is not None:
+        body["keep_alive"] = settings.keep_alive
+    return body
+
+
+def usage_from(body: Mapping[str, Any]) -> Usage:
+    return Usage(
+        prompt_tokens=int(body.get("prompt_eval_count") or 0),
+        completion_tokens=int(body.get("eval_count") or 0),
+    )
+
+
+def from_wire(body: Any, provider: str = "ollama") -> CompletionResponse:
+    """The normalized response for a non-streamed /api/chat body.
+
+    Raises MalformedResponse when the body is not a chat response."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(provider, "response is not a JSON object")
+    if "error" in body:
+        raise ProviderError(provider, None, str(body["error"]), retryable=True)
+    message = body.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content", ""), str):
+        raise MalformedResponse(provider, "response has no message")
+    return CompletionResponse(
+        content=message.get("content") or "",
+        model=str(body.get("model") or ""),
+        finish_reason=body.get("done_reason") or ("stop" if body.get("done") else None),
+        usage=usage_from(body),
+    )
+
+
+async def parse_stream(events: AsyncIterator[dict], provider: str = "ollama") -> AsyncIterator[Chunk]:
+    """Chunks from decoded NDJSON objects; the last carries finish reason and usage.
+
+    An `{"error": ...}` line (the upstream failed after the stream started) raises a
+    retryable ProviderError; a stream that ends before `done: true` raises
+    MalformedResponse, so a truncated answer is never passed off as complete."""
+    async for event in events:
+        if "error" in event:
+            raise ProviderError(provider, None, f"stream failed: {event['error']}", retryable=True)
+        message = event.get("message") or {}
+        delta = message.get("content") if isinstance(message, dict) else None
+        model = event.get("model")
+        if event.get("done"):
+            if delta:
+                yield Chunk(delta=delta, model=model)
+            yield Chunk(finish_reason=event.get("done_reason") or "stop", usage=usage_from(event), model=model)
+            return
+        if delta:
+            yield Chunk(delta=delta, model=model)
+    raise MalformedResponse(provider, "stream ended before the final done line")
+
+
+class OllamaProvider(BaseProvider):
+    """Adapter for an Ollama server (or an Ollama-compatible proxy)."""
+
+    type = "ollama"
+
+    def __init__(self, config: ProviderConfig):
+        super().__init__(config)
+        self.settings = Settings.parse(self.options)
+        self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def _headers(self, accept: str = "application/json") -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": accept}
+        key = self.api_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _call(self) -> Call:
+        return Call(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        body = to_wire(request, self.model_for(request), self.settings, stream=False)
+        data = await self._call().request_json("POST", self.base_url + CHAT_PATH, self._headers(), json_body=body)
+        response = from_wire(data, self.name)
+        response.model = response.model or body["model"]
+        return response
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        body = to_wire(request, self.model_for(request), self.settings, stream=True)
+        call = self._call()
+        response = await call.open(
+            "POST", self.base_url + CHAT_PATH, self._headers("application/x-ndjson"), json_body=body
+        )
+        async for chunk in parse_stream(ndjson(call.lines(response), self.name), self.name):
+            yield chunk
+
+    async def health_check(self) -> HealthProbe:
+        """GET /api/tags: the server answers with its model list (no model is loaded)."""
+        started = time.monotonic()
+        try:
+            data = await self._call().request_json("GET", self.base_url + TAGS_PATH, self._headers())
+            if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+                raise MalformedResponse(self.name, "/api/tags did not return a model list", 200)
+        except ProviderError as exc:
+            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
+        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)

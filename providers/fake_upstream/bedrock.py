@@ -1,0 +1,252 @@
+"""Amazon Bedrock wire format for the fake upstream: Converse (JSON), ConverseStream (the
+binary `application/vnd.amazon.eventstream` framing, encoded here) and
+ListFoundationModels, as the Bedrock API reference describes them:
+
+- https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+- https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStream.html
+- https://docs.aws.amazon.com/transcribe/latest/dg/event-stream.html (frame layout)
+
+Like AWS it answers 403 to requests without a SigV4 `Authorization` header and
+`X-Amz-Date`. For the access keys in TEST_CREDENTIALS it also recomputes the signature
+(with botocore, when installed) over the raw path, signed headers and body, and
+answers 403 InvalidSignatureException when it does not match; other keys are accepted
+unverified, since the fake cannot know their secrets.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import re
+import struct
+
+from aiohttp import web
+
+from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
+
+BASE_PATH = ""
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+# Test-only credentials the fake verifies signatures for (never real ones).
+TEST_CREDENTIALS = {"AKIAFAKEUPSTREAM7EXA": "fakeSecretKeyForTheFakeUpstream/0123456789"}
+MODELS = ("anthropic.claude-3-5-sonnet-20240620-v1:0", "amazon.nova-lite-v1:0", "meta.llama3-1-8b-instruct-v1:0")
+# https://docs.aws.amazon.com/bedrock/latest/userguide/troubleshooting-api-error-codes.html
+ERROR_TYPES = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    408: "ModelTimeoutException",
+    424: "ModelErrorException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+REQUEST_FIELDS = {
+    "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
+    "promptVariables", "additionalModelResponseFieldPaths", "requestMetadata", "performanceConfig",
+}  # fmt: skip
+INFERENCE_FIELDS = {"maxTokens", "temperature", "topP", "stopSequences"}
+_AUTH = re.compile(
+    r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
+    r"\s*SignedHeaders=(?P<signed>[a-z0-9;-]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
+)
+
+
+def error_body(status: int, message: str) -> dict:
+    # restJson1 errors name their type in x-amzn-ErrorType; the body's __type says the
+    # same for responses built centrally, which cannot add that header.
+    return {"message": message, "__type": ERROR_TYPES.get(status, "InternalServerException")}
+
+
+def _error(status: int, error_type: str, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": error_type})
+
+
+# --- event stream framing ----------------------------------------------------------------
+
+
+def _header(name: str, value: str) -> bytes:
+    raw_name, raw_value = name.encode(), value.encode()
+    return struct.pack("!B", len(raw_name)) + raw_name + struct.pack("!BH", 7, len(raw_value)) + raw_value
+
+
+def encode_frame(headers: dict[str, str], payload: bytes) -> bytes:
+    """One event-stream message: prelude (total length, headers length, CRC32), string
+    headers (value type 7), payload, and the CRC32 of everything before it."""
+    raw_headers = b"".join(_header(name, value) for name, value in headers.items())
+    total = 12 + len(raw_headers) + len(payload) + 4
+    prelude = struct.pack("!II", total, len(raw_headers))
+    prelude += struct.pack("!I", binascii.crc32(prelude))
+    message = prelude + raw_headers + payload
+    return message + struct.pack("!I", binascii.crc32(message))
+
+
+def event_frame(event_type: str, data: dict) -> bytes:
+    headers = {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}
+    # Bedrock pads events with a "p" field so lengths do not leak the text.
+    return encode_frame(headers, json.dumps({**data, "p": "abcdefgh"}, separators=(",", ":")).encode())
+
+
+def exception_frame(exception_type: str, message: str) -> bytes:
+    headers = {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"}
+    return encode_frame(headers, json.dumps({"message": message}).encode())
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+def _signature_matches(req: FakeRequest, auth: re.Match[str]) -> bool | None:
+    """True/False for TEST_CREDENTIALS keys, None when the key is unknown or botocore missing."""
+    secret = TEST_CREDENTIALS.get(auth["key"])
+    try:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+    except ImportError:
+        return None
+    if secret is None:
+        return None
+    signed = auth["signed"].split(";")
+    headers = {name: req.headers.get(name, "") for name in signed}
+    request = AWSRequest(method=req.http.method, url=f"http://{req.headers.get('host')}{req.http.raw_path}")
+    request.data = req.raw
+    for name, value in headers.items():
+        request.headers[name] = value
+    request.context["timestamp"] = req.headers.get("x-amz-date", "")
+    token = req.headers.get("x-amz-security-token")
+    signer = SigV4Auth(Credentials(auth["key"], secret, token), auth["service"], auth["region"])
+    expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+    return expected == auth["signature"]
+
+
+def _unauthorized(req: FakeRequest) -> web.Response | None:
+    header = req.headers.get("Authorization", "")
+    auth = _AUTH.match(header)
+    if not header or not req.headers.get("X-Amz-Date"):
+        return _error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
+    if auth is None or "x-amz-date" not in auth["signed"].split(";") or "host" not in auth["signed"].split(";"):
+        message = "Authorization header requires Credential, SignedHeaders (with host and x-amz-date) and Signature."
+        return _error(403, "IncompleteSignatureException", message)
+    if auth["service"] != "bedrock":
+        return _error(403, "InvalidSignatureException", "Credential should be scoped to correct service: 'bedrock'.")
+    if _signature_matches(req, auth) is False:
+        return _error(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your AWS Secret Access Key and signing method.",
+        )
+    return None
+
+
+# --- Converse ------------------------------------------------------------------------------
+
+
+def _check(req: FakeRequest) -> web.Response | None:
+    """SigV4 first, then the body as the Converse API validates it."""
+    problem = _unauthorized(req)
+    if problem is not None:
+        return problem
+    body = req.body
+
+    def invalid(message: str) -> web.Response:
+        return _error(400, "ValidationException", message)
+
+    if not isinstance(body, dict):
+        return invalid("Malformed input request, please reformat your input and try again.")
+    unknown = sorted(set(body) - REQUEST_FIELDS) + sorted(set(body.get("inferenceConfig") or {}) - INFERENCE_FIELDS)
+    if unknown:
+        return invalid(f"Malformed input request: extraneous key [{unknown[0]}] is not permitted.")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return invalid("The messages field is required and must not be empty.")
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if any(role not in ("user", "assistant") for role in roles):
+        return invalid("Value at 'messages.role' failed to satisfy constraint: Member must be user or assistant.")
+    if roles[0] != "user":
+        return invalid("A conversation must start with a user message.")
+    if any(a == b for a, b in zip(roles, roles[1:])):
+        return invalid("A conversation must alternate between user and assistant roles.")
+    for message in messages:
+        blocks = message.get("content")
+        if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) and "text" in b for b in blocks):
+            return invalid("The content field in the Message object is empty or has no text block.")
+    return None
+
+
+def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
+    """(reply pieces, stopReason, usage) honouring inferenceConfig maxTokens and stopSequences."""
+    messages = body["messages"]
+    users = [text_of(m["content"]) for m in messages if m["role"] == "user"]
+    text = req.reply_for(users[-1])
+    config = body.get("inferenceConfig") or {}
+    reason = "end_turn"
+    for stop in config.get("stopSequences") or []:
+        if stop and stop in text:
+            text, reason = text[: text.index(stop)], "stop_sequence"
+    pieces = split_chunks(text)
+    limit = config.get("maxTokens")
+    if isinstance(limit, int) and 0 < limit < len(pieces):
+        pieces, reason = pieces[:limit], "max_tokens"
+    system = text_of(body.get("system") or [])
+    prompt = count_tokens(system + "\n" + "\n".join(text_of(m["content"]) for m in messages))
+    completion = count_tokens("".join(pieces))
+    return pieces, reason, {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
+
+
+async def converse(req: FakeRequest) -> web.StreamResponse:
+    problem = _check(req)
+    if problem is not None:
+        return problem
+    pieces, reason, usage = _answer(req, req.body)
+    message = {"role": "assistant", "content": [{"text": "".join(pieces)}]}
+    return await req.json(
+        {"output": {"message": message}, "stopReason": reason, "usage": usage, "metrics": {"latencyMs": 42}}
+    )
+
+
+async def converse_stream(req: FakeRequest) -> web.StreamResponse:
+    problem = _check(req)
+    if problem is not None:
+        return problem
+    pieces, reason, usage = _answer(req, req.body)
+    frames = [event_frame("messageStart", {"role": "assistant"})]
+    frames += [event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
+    frames.append(event_frame("contentBlockStop", {"contentBlockIndex": 0}))
+    frames.append(event_frame("messageStop", {"stopReason": reason}))
+    frames.append(event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
+    if req.failure == "stream_error":
+        # The generic helper frames text; an in-band AWS exception is a binary frame.
+        cut = req.behaviour.cut_after
+        frames = frames[:cut] + [exception_frame("modelStreamErrorException", "The model stream failed.")]
+        req.failure = None
+    return await req.raw_stream(frames, EVENTSTREAM)
+
+
+async def foundation_models(req: FakeRequest) -> web.StreamResponse:
+    problem = _unauthorized(req)
+    if problem is not None:
+        return problem
+    summaries = [
+        {
+            "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{model_id}",
+            "modelId": model_id,
+            "modelName": model_id.split(".", 1)[1],
+            "providerName": model_id.split(".", 1)[0].title(),
+            "inputModalities": ["TEXT"],
+            "outputModalities": ["TEXT"],
+            "responseStreamingSupported": True,
+            "inferenceTypesSupported": ["ON_DEMAND"],
+            "modelLifecycle": {"status": "ACTIVE"},
+        }
+        for model_id in MODELS
+    ]
+    return await req.json({"modelSummaries": summaries})
+
+
+MODEL = r"/model/(?P<model>.+)"
+ROUTES = [
+    Route("POST", re.compile(MODEL + "/converse"), converse, kind="chat"),
+    Route("POST", re.compile(MODEL + "/converse-stream"), converse_stream, kind="chat"),
+    Route("GET", "/foundation-models", foundation_models, kind="probe"),
+]

@@ -10,6 +10,8 @@ the test. Typical use:
         ...
         assert upstream.counts("a")["chat"] == 1
 
+`make_config(type, base_url, api_key, **fields)` builds an unsaved ProviderConfig for
+adapter tests; `http_session` closes the pooled client session after an async test;
 `assert_matches_spec(provider, schema, body)` checks a recorded body against the
 trimmed official OpenAPI description in /work/shared/provider-specs/served.
 """
@@ -18,12 +20,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from providers import secrets
 from providers.fake_upstream import FakeUpstream
+from providers.models import ProviderConfig
 
 SPEC_DIR = Path(os.environ.get("AXONFLOW_PROVIDER_SPECS", "/work/shared/provider-specs/served"))
 
@@ -40,6 +46,33 @@ def upstream(fake_upstream):
     fake_upstream.reset()
     yield fake_upstream
     fake_upstream.reset()
+
+
+def make_config(provider_type: str, base_url: str, api_key: str = "", **fields: Any) -> ProviderConfig:
+    """An unsaved ProviderConfig (no database needed) with `api_key` encrypted on it,
+    for adapter tests. `fields` are ProviderConfig fields (model, settings, timeout_seconds…)."""
+    fields.setdefault("name", f"{provider_type}-test")
+    fields.setdefault("model", "test-model")
+    config = ProviderConfig(type=provider_type, base_url=base_url, **fields)
+    if api_key:
+        secrets.set_api_key(config, api_key)
+    return config
+
+
+def closed_port() -> int:
+    """A 127.0.0.1 port nothing listens on (connect is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+async def http_session():
+    """Close the adapters' pooled aiohttp session of this test's loop at the end."""
+    from providers.adapters.http import close_session
+
+    yield
+    await close_session()
 
 
 @lru_cache(maxsize=8)
@@ -62,3 +95,18 @@ def assert_matches_spec(provider: str, schema: str, body: dict) -> None:
     wrapper = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
     errors = sorted(jsonschema.Draft202012Validator(wrapper).iter_errors(body), key=lambda e: list(e.path))
     assert not errors, "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
+    # Some request schemas are an allOf without additionalProperties: false, while the
+    # live API still rejects unknown arguments ("Unrecognized request argument supplied").
+    unknown = set(body) - _properties(spec, spec["components"]["schemas"][schema])
+    assert not unknown, f"fields not in the {provider} {schema} schema: {sorted(unknown)}"
+
+
+def _properties(spec: dict, schema: dict) -> set[str]:
+    """Top-level property names of `schema`, through $ref and allOf/anyOf/oneOf."""
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    names = set(schema.get("properties", {}))
+    for key in ("allOf", "anyOf", "oneOf"):
+        for part in schema.get(key, []):
+            names |= _properties(spec, part)
+    return names

@@ -1,0 +1,242 @@
+"""OpenAI Chat Completions.
+
+- Chat: https://platform.openai.com/docs/api-reference/chat/create (`POST {base}/chat/completions`)
+- Streaming: https://platform.openai.com/docs/api-reference/chat-streaming (SSE `data:` lines
+  holding `chat.completion.chunk` objects, ended by `data: [DONE]`; with
+  `stream_options.include_usage` a last chunk with empty `choices` carries the usage)
+- Errors: https://platform.openai.com/docs/guides/error-codes (`{"error": {"message",
+  "type", "param", "code"}}`; 429 with Retry-After / retry-after-ms)
+- Auth: https://platform.openai.com/docs/api-reference/authentication (`Authorization:
+  Bearer`, optional `OpenAI-Organization` and `OpenAI-Project`)
+- Models: https://platform.openai.com/docs/api-reference/models/list (the health probe)
+
+`config.base_url` includes the version (`https://api.openai.com/v1`), as the official
+client's base_url does, so OpenAI-compatible servers plug in with their own prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from providers.adapters.base import (
+    BaseProvider,
+    Chunk,
+    CompletionRequest,
+    CompletionResponse,
+    HealthProbe,
+    MalformedResponse,
+    ProviderError,
+    Usage,
+)
+from providers.adapters.http import Call, Clocks, sse_events
+from providers.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CHAT_PATH = "/chat/completions"
+MODELS_PATH = "/models"
+DONE = "[DONE]"
+# `max_tokens` is deprecated on Chat Completions and rejected by reasoning models;
+# `max_completion_tokens` is its replacement (see the create reference above).
+MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+def _text_setting(raw: Mapping[str, Any], name: str) -> str:
+    value = raw.get(name) or ""
+    if not isinstance(value, str) or "\n" in value or "\r" in value:
+        raise InvalidConfig(f"settings.{name} must be a single-line string.", {"field": "settings"})
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`config.settings` for openai: `organization`, `project` (sent as headers),
+    `max_tokens_field` (max_completion_tokens | max_tokens) and `stream_usage`
+    (ask for the usage chunk; default true)."""
+
+    organization: str = ""
+    project: str = ""
+    max_tokens_field: str = "max_completion_tokens"
+    stream_usage: bool = True
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        """Raises InvalidConfig naming the bad field."""
+        return cls(**cls.parse_fields(raw))
+
+    @classmethod
+    def parse_fields(cls, raw: Mapping[str, Any]) -> dict[str, Any]:
+        defaults = {f.name: f.default for f in fields(cls)}
+        field_name = raw.get("max_tokens_field", defaults["max_tokens_field"])
+        if field_name not in MAX_TOKENS_FIELDS:
+            raise InvalidConfig(
+                f"settings.max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}.", {"field": "settings"}
+            )
+        stream_usage = raw.get("stream_usage", defaults["stream_usage"])
+        if not isinstance(stream_usage, bool):
+            raise InvalidConfig("settings.stream_usage must be true or false.", {"field": "settings"})
+        return {
+            "organization": _text_setting(raw, "organization"),
+            "project": _text_setting(raw, "project"),
+            "max_tokens_field": field_name,
+            "stream_usage": stream_usage,
+        }
+
+
+def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
+    """The Chat Completions body for `req`; the system prompt becomes the first message."""
+    settings = settings or Settings()
+    messages = [{"role": "system", "content": req.system}] if req.system else []
+    messages += [{"role": m.role, "content": m.content} for m in req.messages]
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    for name, value in (("temperature", req.temperature), ("top_p", req.top_p), ("stop", req.stop)):
+        if value is not None:
+            body[name] = value
+    if req.max_tokens is not None:
+        body[settings.max_tokens_field] = req.max_tokens
+    if stream:
+        body["stream"] = True
+        if settings.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def usage_from(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+
+
+def _raise_in_band_error(body: Mapping[str, Any], provider: str) -> None:
+    # Some OpenAI-compatible servers answer 200 with an error object, and a failure
+    # after a stream started arrives as a chunk holding "error" (openai-python
+    # _streaming.py raises APIError for it). Either way this attempt failed upstream.
+    error = body.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise ProviderError(provider, None, f"upstream error: {message}", retryable=True)
+
+
+def from_wire(body: Any, provider: str = "openai") -> CompletionResponse:
+    """The normalized response for a `chat.completion` object.
+
+    Raises MalformedResponse when the body is not one, ProviderError for an in-band error."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(provider, "response is not a JSON object")
+    _raise_in_band_error(body, provider)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedResponse(provider, "response has no choices")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise MalformedResponse(provider, "response choice has no message")
+    content = message.get("content")
+    if content is None:
+        # A refusal comes back with content null and the explanation in `refusal`.
+        content = message.get("refusal") or ""
+    if not isinstance(content, str):
+        raise MalformedResponse(provider, "response content is not text")
+    return CompletionResponse(
+        content=content,
+        model=str(body.get("model") or ""),
+        finish_reason=choices[0].get("finish_reason"),
+        usage=usage_from(body.get("usage")) or Usage(),
+        id=body.get("id"),
+    )
+
+
+async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "openai") -> AsyncIterator[Chunk]:
+    """Chunks from the SSE events of a streamed completion.
+
+    Text deltas come as they arrive; one last chunk carries the finish reason and the
+    usage (which follows the finish chunk when include_usage is on). A stream that ends
+    without `[DONE]` or a finish reason raises MalformedResponse, so a truncated answer
+    is never passed off as complete."""
+    finish: str | None = None
+    usage: Usage | None = None
+    model: str | None = None
+    done = False
+    async for _event, data in events:
+        if data.strip() == DONE:
+            done = True
+            break
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise MalformedResponse(provider, "stream event is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise MalformedResponse(provider, "stream event is not a JSON object")
+        _raise_in_band_error(obj, provider)
+        model = obj.get("model") or model
+        usage = usage_from(obj.get("usage")) or usage
+        for choice in obj.get("choices") or []:
+            delta = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
+            if delta:
+                yield Chunk(delta=delta, model=model)
+            if isinstance(choice, dict) and choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+    if not done and finish is None:
+        raise MalformedResponse(provider, "stream ended before [DONE]")
+    yield Chunk(finish_reason=finish or "stop", usage=usage, model=model)
+
+
+class OpenAIProvider(BaseProvider):
+    """Adapter for the OpenAI API (and, through CustomProvider, compatible servers)."""
+
+    type = "openai"
+    settings_class: type[Settings] = Settings
+    default_base_url: str | None = DEFAULT_BASE_URL
+
+    def __init__(self, config: ProviderConfig):
+        super().__init__(config)
+        self.settings = self.settings_class.parse(self.options)
+        base_url = config.base_url or self.default_base_url
+        if not base_url:
+            raise InvalidConfig(f"Provider '{config.name}' needs a base_url.", {"field": "base_url"})
+        self.base_url = base_url.rstrip("/")
+
+    def headers(self, accept: str = "application/json") -> dict[str, str]:
+        """Request headers: content type, bearer key, organization and project."""
+        headers = {"Content-Type": "application/json", "Accept": accept}
+        key = self.api_key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        if self.settings.organization:
+            headers["OpenAI-Organization"] = self.settings.organization
+        if self.settings.project:
+            headers["OpenAI-Project"] = self.settings.project
+        return headers
+
+    def _call(self) -> Call:
+        return Call(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        body = to_wire(request, self.model_for(request), self.settings)
+        data = await self._call().request_json("POST", self.base_url + CHAT_PATH, self.headers(), json_body=body)
+        response = from_wire(data, self.name)
+        response.model = response.model or body["model"]
+        return response
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        body = to_wire(request, self.model_for(request), self.settings, stream=True)
+        call = self._call()
+        response = await call.open("POST", self.base_url + CHAT_PATH, self.headers("text/event-stream"), json_body=body)
+        async for chunk in parse_stream(sse_events(call.lines(response)), self.name):
+            yield chunk
+
+    async def health_check(self) -> HealthProbe:
+        """GET {base}/models: cheap, authenticated, and generates nothing."""
+        started = time.monotonic()
+        try:
+            data = await self._call().request_json("GET", self.base_url + MODELS_PATH, self.headers())
+            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+                raise MalformedResponse(self.name, "the model list is not a list", 200)
+        except ProviderError as exc:
+            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
+        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)

@@ -62,6 +62,7 @@ class Case:
 
 CASES = [
     Case("openai", "openai", "gpt-4o-mini", key="sk-test-openai-0123456789abcdef"),
+    Case("anthropic", "anthropic", "claude-3-5-haiku-20241022", key="sk-ant-test-0123456789abcdef"),
 ]
 
 REQUEST = CompletionRequest(

@@ -1,0 +1,263 @@
+"""Anthropic Messages API.
+
+- Messages: https://docs.anthropic.com/en/api/messages (`POST /v1/messages`; `system` is a
+  top-level field, `max_tokens` is required, turns alternate user/assistant)
+- Versioning: https://docs.anthropic.com/en/api/versioning (`anthropic-version: 2023-06-01`)
+- Streaming: https://docs.anthropic.com/en/docs/build-with-claude/streaming (SSE events
+  message_start, content_block_start/delta/stop, message_delta, message_stop, ping, and
+  `error` events mid-stream)
+- Errors: https://docs.anthropic.com/en/api/errors (`{"type": "error", "error": {"type",
+  "message"}}`; 529 overloaded_error)
+- Models: https://docs.anthropic.com/en/api/models-list (the health probe)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from providers.adapters.base import (
+    BaseProvider,
+    Capabilities,
+    Chunk,
+    CompletionRequest,
+    CompletionResponse,
+    HealthProbe,
+    MalformedResponse,
+    ProviderError,
+    Usage,
+    classify,
+)
+from providers.adapters.http import Call, Clocks, error_message, sse_events
+from providers.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+MESSAGES_PATH = "/v1/messages"
+MODELS_PATH = "/v1/models"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 1024
+# The normalized finish reasons follow OpenAI's vocabulary (the /v1 surface returns them).
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "stop",
+    "refusal": "content_filter",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """`config.settings` for anthropic: `anthropic_version`, `beta` (list of
+    anthropic-beta flags) and `max_tokens` (sent when a request gives none)."""
+
+    anthropic_version: str = API_VERSION
+    beta: tuple[str, ...] = ()
+    max_tokens: int = DEFAULT_MAX_TOKENS
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        """Raises InvalidConfig naming the bad field."""
+        version = raw.get("anthropic_version") or API_VERSION
+        if not isinstance(version, str) or not version.replace("-", "").isdigit():
+            raise InvalidConfig("settings.anthropic_version must look like 2023-06-01.", {"field": "settings"})
+        beta = raw.get("beta") or []
+        if isinstance(beta, str):
+            beta = [beta]
+        if not isinstance(beta, list) or not all(isinstance(b, str) and b and "," not in b for b in beta):
+            raise InvalidConfig("settings.beta must be a list of beta flag names.", {"field": "settings"})
+        max_tokens = raw.get("max_tokens", DEFAULT_MAX_TOKENS)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
+            raise InvalidConfig("settings.max_tokens must be a positive integer.", {"field": "settings"})
+        return cls(anthropic_version=version, beta=tuple(beta), max_tokens=max_tokens)
+
+
+def _turns(req: CompletionRequest) -> tuple[list[dict], list[str]]:
+    """(alternating turns, system texts). System-role messages join the system prompt;
+    consecutive same-role messages become one turn of several text blocks, which is
+    what the API itself does with them."""
+    system = [req.system] if req.system else []
+    turns: list[dict] = []
+    for m in req.messages:
+        if m.role == "system":
+            system.append(m.content)
+            continue
+        role = "assistant" if m.role == "assistant" else "user"
+        if turns and turns[-1]["role"] == role:
+            blocks = turns[-1]["content"]
+            if isinstance(blocks, str):
+                blocks = [{"type": "text", "text": blocks}]
+            turns[-1]["content"] = [*blocks, {"type": "text", "text": m.content}]
+        else:
+            turns.append({"role": role, "content": m.content})
+    return turns, system
+
+
+def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
+    """The Messages API body for `req`."""
+    settings = settings or Settings()
+    turns, system = _turns(req)
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": req.max_tokens or settings.max_tokens,
+        "messages": turns,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    if req.temperature is not None:
+        # Anthropic's range is 0..1 where OpenAI's is 0..2.
+        body["temperature"] = min(1.0, max(0.0, req.temperature))
+    if req.top_p is not None:
+        body["top_p"] = req.top_p
+    if req.stop:
+        body["stop_sequences"] = list(req.stop)
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def usage_from(data: Any) -> Usage:
+    """Prompt tokens include cache writes and reads: all of them are billed input."""
+    if not isinstance(data, dict):
+        return Usage()
+    prompt = sum(int(data.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    return Usage(prompt, int(data.get("output_tokens") or 0))
+
+
+def from_wire(body: Any, provider: str = "anthropic") -> CompletionResponse:
+    """The normalized response for a `message` object. Raises MalformedResponse."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(provider, "response is not a JSON object")
+    if body.get("type") == "error":
+        raise _stream_error(body, provider)
+    content = body.get("content")
+    if body.get("type") != "message" or not isinstance(content, list):
+        raise MalformedResponse(provider, "response is not a message")
+    text = "".join(b.get("text") or "" for b in content if isinstance(b, dict) and b.get("type") == "text")
+    stop = body.get("stop_reason")
+    return CompletionResponse(
+        content=text,
+        model=str(body.get("model") or ""),
+        finish_reason=FINISH_REASONS.get(stop, stop),
+        usage=usage_from(body.get("usage")),
+        id=body.get("id"),
+    )
+
+
+def _stream_error(obj: Mapping[str, Any], provider: str) -> ProviderError:
+    # Errors after the 200 (overloaded_error, api_error) arrive as an `error` event; the
+    # attempt failed upstream, so the router may try elsewhere if nothing was sent yet.
+    err = obj.get("error") if isinstance(obj.get("error"), dict) else {}
+    return ProviderError(provider, None, f"{err.get('type', 'error')}: {err.get('message', '')}", retryable=True)
+
+
+async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "anthropic") -> AsyncIterator[Chunk]:
+    """Chunks from the SSE events of a streamed message: text deltas, then one final
+    chunk with finish reason and usage at message_stop. Unknown event types are
+    skipped (the docs reserve the right to add them); a stream ending before
+    message_stop raises MalformedResponse."""
+    model: str | None = None
+    usage = Usage()
+    stop: str | None = None
+    async for event, data in events:
+        if event == "ping":
+            continue
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise MalformedResponse(provider, f"stream event {event!r} is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise MalformedResponse(provider, "stream event is not a JSON object")
+        kind = obj.get("type", event)
+        if kind == "error":
+            raise _stream_error(obj, provider)
+        if kind == "message_start":
+            message = obj.get("message") or {}
+            model = message.get("model") or model
+            usage = usage_from(message.get("usage"))
+        elif kind == "content_block_delta":
+            delta = obj.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                yield Chunk(delta=delta["text"], model=model)
+        elif kind == "message_delta":
+            stop = (obj.get("delta") or {}).get("stop_reason") or stop
+            # message_delta's output_tokens is cumulative for the whole message.
+            usage = Usage(usage.prompt_tokens, int((obj.get("usage") or {}).get("output_tokens") or 0))
+        elif kind == "message_stop":
+            yield Chunk(finish_reason=FINISH_REASONS.get(stop, stop or "stop"), usage=usage, model=model)
+            return
+    raise MalformedResponse(provider, "stream ended before message_stop")
+
+
+class AnthropicCall(Call):
+    def error_for(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
+        # https://docs.anthropic.com/en/api/errors: keep the error type next to the
+        # message (overloaded_error, rate_limit_error…); 529 is retryable like any 5xx.
+        try:
+            kind = (json.loads(body).get("error") or {}).get("type")
+        except (ValueError, AttributeError):
+            kind = None
+        message = error_message(body)
+        return classify(self.provider, status, f"{kind}: {message}" if kind else message, headers)
+
+
+class AnthropicProvider(BaseProvider):
+    """Adapter for the Anthropic API."""
+
+    type = "anthropic"
+
+    def __init__(self, config: ProviderConfig):
+        super().__init__(config)
+        self.settings = Settings.parse(self.options)
+        self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(streaming=True, system_prompt=True, stop_sequences=True)
+
+    def headers(self, accept: str = "application/json") -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": accept,
+            "x-api-key": self.api_key,
+            "anthropic-version": self.settings.anthropic_version,
+        }
+        if self.settings.beta:
+            headers["anthropic-beta"] = ",".join(self.settings.beta)
+        return headers
+
+    def _call(self) -> AnthropicCall:
+        return AnthropicCall(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        body = to_wire(request, self.model_for(request), self.settings)
+        data = await self._call().request_json("POST", self.base_url + MESSAGES_PATH, self.headers(), json_body=body)
+        response = from_wire(data, self.name)
+        response.model = response.model or body["model"]
+        return response
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
+        body = to_wire(request, self.model_for(request), self.settings, stream=True)
+        call = self._call()
+        url = self.base_url + MESSAGES_PATH
+        response = await call.open("POST", url, self.headers("text/event-stream"), json_body=body)
+        async for chunk in parse_stream(sse_events(call.lines(response)), self.name):
+            yield chunk
+
+    async def health_check(self) -> HealthProbe:
+        """GET /v1/models?limit=1: authenticated, generates nothing, costs nothing."""
+        started = time.monotonic()
+        try:
+            url = f"{self.base_url}{MODELS_PATH}?limit=1"
+            data = await self._call().request_json("GET", url, self.headers())
+            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+                raise MalformedResponse(self.name, "the model list is not a list", 200)
+        except ProviderError as exc:
+            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
+        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)

@@ -185,7 +185,8 @@ class Call:
                     async with self._timeout(self.clocks.idle):
                         chunk = await response.content.readany()
                 except TimeoutError:
-                    raise ProviderTimeout(self.provider, "stream stalled") from None
+                    which = "total deadline" if self.remaining() <= 0 else "idle timeout"
+                    raise ProviderTimeout(self.provider, f"stream stalled ({which})") from None
                 except aiohttp.ClientError as exc:
                     raise ProviderConnectError(self.provider, f"stream broken: {type(exc).__name__}") from None
                 if not chunk:

@@ -63,6 +63,14 @@ class Case:
 CASES = [
     Case("openai", "openai", "gpt-4o-mini", key="sk-test-openai-0123456789abcdef"),
     Case("anthropic", "anthropic", "claude-3-5-haiku-20241022", key="sk-ant-test-0123456789abcdef"),
+    Case(
+        "custom",
+        "custom",
+        "meta-llama/Llama-3.1-8B-Instruct",
+        key="custom-key-0123456789abcdef",
+        settings={"headers": {"X-Team": "search"}},
+        fields={"cost_input_per_1k": Decimal("0.0002"), "cost_output_per_1k": Decimal("0.0004")},
+    ),
 ]
 
 REQUEST = CompletionRequest(

@@ -213,6 +213,10 @@ class OpenAIProvider(BaseProvider):
             headers["OpenAI-Project"] = self.settings.project
         return headers
 
+    @property
+    def models_path(self) -> str:
+        return MODELS_PATH
+
     def _call(self) -> Call:
         return Call(self.name, Clocks.for_timeout(self.timeout, self.options))
 
@@ -234,7 +238,7 @@ class OpenAIProvider(BaseProvider):
         """GET {base}/models: cheap, authenticated, and generates nothing."""
         started = time.monotonic()
         try:
-            data = await self._call().request_json("GET", self.base_url + MODELS_PATH, self.headers())
+            data = await self._call().request_json("GET", self.base_url + self.models_path, self.headers())
             if not isinstance(data, dict) or not isinstance(data.get("data"), list):
                 raise MalformedResponse(self.name, "the model list is not a list", 200)
         except ProviderError as exc:

@@ -1,0 +1,105 @@
+"""Any OpenAI-compatible endpoint (vLLM, LM Studio, Together, Groq, Azure-style
+gateways…): the OpenAI adapter with the operator's base_url, auth header and extra
+headers.
+
+- Wire format: https://platform.openai.com/docs/api-reference/chat (as openai.py)
+- vLLM's server: https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html
+
+`config.base_url` is required and includes the version prefix (`http://host:8000/v1`).
+A user's own provider class is not built here: a `custom` config whose settings name
+`{"factory": "<name>"}` is built by the factory registered under that name
+(providers/registry.py, AXONFLOW_PROVIDER_FACTORIES).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.adapters import openai
+from providers.errors import InvalidConfig
+
+# RFC 9110 token characters for header names.
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+# Headers the HTTP client owns; letting settings set them would corrupt the request.
+RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-type"}
+DEFAULT_AUTH_HEADER = "Authorization"
+DEFAULT_AUTH_SCHEME = "Bearer"
+
+
+def _invalid(message: str) -> InvalidConfig:
+    return InvalidConfig(message, {"field": "settings"})
+
+
+def _header_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not HEADER_NAME_RE.match(name) or name.lower() in RESERVED_HEADERS:
+        raise _invalid(f"settings.{what} must be a valid, non-reserved HTTP header name.")
+    return name
+
+
+def _header_value(value: Any, what: str) -> str:
+    if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 4000:
+        raise _invalid(f"settings.{what} must be a single-line string.")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings(openai.Settings):
+    """openai's settings plus `headers` ({name: value}, sent on every request),
+    `auth_header` (default Authorization) and `auth_scheme` (default Bearer; "" sends
+    the bare key, as `api-key: <key>` gateways expect) and `health_path` (default
+    /models). `max_tokens` is sent as `max_tokens`, which every compatible server knows."""
+
+    max_tokens_field: str = "max_tokens"
+    headers: tuple[tuple[str, str], ...] = field(default=())
+    auth_header: str = DEFAULT_AUTH_HEADER
+    auth_scheme: str = DEFAULT_AUTH_SCHEME
+    health_path: str = openai.MODELS_PATH
+
+    @classmethod
+    def parse(cls, raw: Mapping[str, Any]) -> Settings:
+        """Raises InvalidConfig naming the bad field."""
+        extra = raw.get("headers") or {}
+        if not isinstance(extra, dict):
+            raise _invalid("settings.headers must be an object of header names to values.")
+        headers = tuple((_header_name(k, "headers"), _header_value(v, f"headers.{k}")) for k, v in extra.items())
+        scheme = raw.get("auth_scheme", DEFAULT_AUTH_SCHEME)
+        if not isinstance(scheme, str) or not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", scheme):
+            raise _invalid("settings.auth_scheme must be a word such as Bearer, or empty.")
+        health_path = raw.get("health_path", openai.MODELS_PATH)
+        if not isinstance(health_path, str) or not re.fullmatch(r"/[A-Za-z0-9._~/-]{0,200}", health_path):
+            raise _invalid("settings.health_path must be a path starting with /.")
+        return cls(
+            **cls.parse_fields(raw),
+            headers=headers,
+            auth_header=_header_name(raw.get("auth_header", DEFAULT_AUTH_HEADER), "auth_header"),
+            auth_scheme=scheme,
+            health_path=health_path,
+        )
+
+
+class CustomProvider(openai.OpenAIProvider):
+    """An OpenAI-compatible server at the configured base_url."""
+
+    type = "custom"
+    settings_class = Settings
+    default_base_url = None  # there is no public default; base_url is required
+
+    def headers(self, accept: str = "application/json") -> dict[str, str]:
+        """Extra headers first, so the credential header always carries the key."""
+        s: Settings = self.settings
+        headers = {"Content-Type": "application/json", "Accept": accept, **dict(s.headers)}
+        if s.organization:
+            headers["OpenAI-Organization"] = s.organization
+        if s.project:
+            headers["OpenAI-Project"] = s.project
+        key = self.api_key
+        if key:
+            headers[s.auth_header] = f"{s.auth_scheme} {key}" if s.auth_scheme else key
+        return headers
+
+    @property
+    def models_path(self) -> str:
+        return self.settings.health_path

@@ -14,15 +14,15 @@ import yarl
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
-from providers import secrets
 from providers.adapters import bedrock
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
-from providers.adapters.http import close_session
 from providers.errors import InvalidConfig
 from providers.fake_upstream import bedrock as fake_bedrock
-from providers.models import ProviderConfig
 from providers.pricing import actual_cost
 from providers.registry import build
+from tests.fixtures_upstream import make_config
+
+pytestmark = pytest.mark.usefixtures("http_session")
 
 ACCESS_KEY, SECRET = next(iter(fake_bedrock.TEST_CREDENTIALS.items()))
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
@@ -35,7 +35,13 @@ AUTH = re.compile(
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch, tmp_path):
     """Test credentials in the environment; no shared files, no instance metadata."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
@@ -47,18 +53,9 @@ def aws_env(monkeypatch, tmp_path):
     bedrock.forget_credentials()
 
 
-@pytest.fixture(autouse=True)
-async def _close_http():
-    yield
-    await close_session()
-
-
 def make(upstream, label: str = "br", key: str = "", **fields) -> bedrock.BedrockProvider:
     fields = {"model": MODEL, "region": "us-east-1", "timeout_seconds": 5, **fields}
-    config = ProviderConfig(name=label, type="bedrock", base_url=upstream.base_url(label, "bedrock"), **fields)
-    if key:
-        secrets.set_api_key(config, key)
-    return build(config)
+    return build(make_config("bedrock", upstream.base_url(label, "bedrock"), key, name=label, **fields))
 
 
 def request(**fields) -> CompletionRequest:

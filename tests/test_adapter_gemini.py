@@ -7,33 +7,23 @@ from decimal import Decimal
 
 import pytest
 
-from providers import secrets
 from providers.adapters import gemini
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
-from providers.adapters.http import close_session
 from providers.errors import InvalidConfig
 from providers.fake_upstream.gemini import BLOCK_MARKER
-from providers.models import ProviderConfig
 from providers.pricing import actual_cost
 from providers.registry import build
-from tests.fixtures_upstream import assert_matches_spec
+from tests.fixtures_upstream import assert_matches_spec, make_config
+
+pytestmark = pytest.mark.usefixtures("http_session")
 
 KEY = "AIzaSyFAKE-gemini-key-000000000000000"
 MODEL = "gemini-2.5-flash"
 
 
-@pytest.fixture(autouse=True)
-async def _close_http():
-    yield
-    await close_session()
-
-
 def make(upstream, label: str = "gm", key: str = KEY, **fields) -> gemini.GeminiProvider:
     fields = {"model": MODEL, "timeout_seconds": 5, **fields}
-    config = ProviderConfig(name=label, type="gemini", base_url=upstream.base_url(label, "gemini"), **fields)
-    if key:
-        secrets.set_api_key(config, key)
-    return build(config)
+    return build(make_config("gemini", upstream.base_url(label, "gemini"), key, name=label, **fields))
 
 
 def request(text: str = "Why is the sky blue?", **fields) -> CompletionRequest:

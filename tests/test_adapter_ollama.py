@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from providers import secrets
 from providers.adapters import ollama
 from providers.adapters.base import (
     CompletionRequest,
@@ -16,28 +15,19 @@ from providers.adapters.base import (
     ProviderError,
     ProviderTimeout,
 )
-from providers.adapters.http import close_session
 from providers.errors import InvalidConfig
-from providers.models import ProviderConfig
 from providers.pricing import actual_cost
 from providers.registry import build
-from tests.fixtures_upstream import assert_matches_spec
+from tests.fixtures_upstream import assert_matches_spec, make_config
+
+pytestmark = pytest.mark.usefixtures("http_session")
 
 KEY = "ollama-proxy-key-5f1c2e9a7b"
 
 
-@pytest.fixture(autouse=True)
-async def _close_http():
-    yield
-    await close_session()
-
-
 def make(upstream, label: str = "ol", key: str = "", **fields) -> ollama.OllamaProvider:
     fields = {"model": "llama3.2", "timeout_seconds": 5, **fields}
-    config = ProviderConfig(name=label, type="ollama", base_url=upstream.base_url(label, "ollama"), **fields)
-    if key:
-        secrets.set_api_key(config, key)
-    return build(config)
+    return build(make_config("ollama", upstream.base_url(label, "ollama"), key, name=label, **fields))
 
 
 def request(**fields) -> CompletionRequest:

@@ -23,6 +23,7 @@ from providers.adapters.base import (
     ProviderError,
     ProviderTimeout,
 )
+from providers.fake_upstream.bedrock import TEST_CREDENTIALS
 from tests.fixtures_upstream import closed_port, make_config
 
 pytestmark = pytest.mark.usefixtures("http_session")
@@ -60,6 +61,8 @@ class Case:
         return self.secret or self.key
 
 
+BEDROCK_KEY_ID, BEDROCK_SECRET = next(iter(TEST_CREDENTIALS.items()))
+
 CASES = [
     Case("openai", "openai", "gpt-4o-mini", key="sk-test-openai-0123456789abcdef"),
     Case("anthropic", "anthropic", "claude-3-5-haiku-20241022", key="sk-ant-test-0123456789abcdef"),
@@ -70,6 +73,26 @@ CASES = [
         key="custom-key-0123456789abcdef",
         settings={"headers": {"X-Team": "search"}},
         fields={"cost_input_per_1k": Decimal("0.0002"), "cost_output_per_1k": Decimal("0.0004")},
+    ),
+    # Ollama's table price is 0, so an operator price makes cost observable; the key
+    # is for an authenticating proxy in front of Ollama.
+    Case(
+        "ollama",
+        "ollama",
+        "llama3.2",
+        key="ollama-proxy-key-0123456789abcdef",
+        fields={"cost_input_per_1k": Decimal("0.0001"), "cost_output_per_1k": Decimal("0.0002")},
+    ),
+    Case("gemini", "gemini", "gemini-2.5-flash", key="AIzaSy-test-gemini-0123456789abcdef"),
+    # Explicit keys (settings + the encrypted secret); the credential chain is covered in
+    # tests/test_adapter_bedrock.py. The fake verifies SigV4 signatures for this key pair.
+    Case(
+        "bedrock",
+        "bedrock",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        key=BEDROCK_SECRET,
+        settings={"aws_access_key_id": BEDROCK_KEY_ID},
+        fields={"region": "us-east-1"},
     ),
 ]
 

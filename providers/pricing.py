@@ -37,6 +37,8 @@ PRICES: dict[str, tuple[Decimal, Decimal]] = {
     "claude-opus-4": (D("0.015"), D("0.075")),
     # Google Gemini
     "gemini-2.0-flash": (D("0.0001"), D("0.0004")),
+    "gemini-2.0-flash-lite": (D("0.000075"), D("0.0003")),
+    "gemini-2.5-flash-lite": (D("0.0001"), D("0.0004")),
     "gemini-2.5-flash": (D("0.0003"), D("0.0025")),
     "gemini-2.5-pro": (D("0.00125"), D("0.01")),
     "gemini-1.5-flash": (D("0.000075"), D("0.0003")),
@@ -44,19 +46,40 @@ PRICES: dict[str, tuple[Decimal, Decimal]] = {
     # AWS Bedrock model ids
     "anthropic.claude-3-5-sonnet": (D("0.003"), D("0.015")),
     "anthropic.claude-3-haiku": (D("0.00025"), D("0.00125")),
+    "anthropic.claude-3-5-haiku": (D("0.0008"), D("0.004")),
+    "anthropic.claude-3-7-sonnet": (D("0.003"), D("0.015")),
+    "anthropic.claude-sonnet-4": (D("0.003"), D("0.015")),
+    "anthropic.claude-opus-4": (D("0.015"), D("0.075")),
+    "meta.llama3-3-70b-instruct": (D("0.00072"), D("0.00072")),
+    "mistral.mistral-large-2407": (D("0.002"), D("0.006")),
     "amazon.nova-micro": (D("0.000035"), D("0.00014")),
     "amazon.nova-lite": (D("0.00006"), D("0.00024")),
     "amazon.nova-pro": (D("0.0008"), D("0.0032")),
     "meta.llama3-1-8b-instruct": (D("0.00022"), D("0.00022")),
     "meta.llama3-1-70b-instruct": (D("0.00099"), D("0.00099")),
+    # Ollama models (llama3.2, qwen3, gemma3…) run on the operator's hardware: not
+    # listed, so they cost 0 unless the config sets its own prices.
 }
+# Bedrock cross-region inference profiles price like the model they route to
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html).
+INFERENCE_PROFILE_PREFIXES = ("us.", "eu.", "apac.", "global.", "us-gov.", "jp.", "au.", "ca.")
 ZERO = D("0")
 CHARS_PER_TOKEN = 4
 
 
+def _bare_model(model: str) -> str:
+    """`us.anthropic.claude…` or an inference-profile ARN -> `anthropic.claude…`."""
+    name = model.rsplit("/", 1)[-1] if model.startswith("arn:") else model
+    for prefix in INFERENCE_PROFILE_PREFIXES:
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def table_price(model: str) -> tuple[Decimal, Decimal]:
-    """Price for `model` by longest matching prefix (Bedrock region prefixes like `us.` ignored)."""
-    candidates = [model, model.split(".", 1)[1] if model[:3] in ("us.", "eu.") else model]
+    """Price for `model` by longest matching prefix (Bedrock inference-profile prefixes
+    such as `us.` or `global.`, and ARNs, are reduced to the model id first)."""
+    candidates = [model, _bare_model(model)]
     best = ""
     for name in candidates:
         for key in PRICES:

@@ -411,3 +411,17 @@ def test_an_expired_token_forgets_the_cached_credentials():
 def test_bad_settings_are_invalid_config(raw):
     with pytest.raises(InvalidConfig):
         bedrock.Settings.parse(raw)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "global.anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-5-sonnet-20240620-v1:0",
+    ],
+)
+def test_inference_profiles_are_priced_like_their_model(model):
+    from providers.pricing import table_price
+
+    assert table_price(model) == table_price(MODEL) == (Decimal("0.003"), Decimal("0.015"))

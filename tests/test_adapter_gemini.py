@@ -320,3 +320,10 @@ async def test_parse_stream_refuses_a_stream_without_finish_reason():
 def test_bad_settings_are_invalid_config(raw):
     with pytest.raises(InvalidConfig):
         gemini.Settings.parse(raw)
+
+
+def test_lite_models_are_not_priced_as_their_bigger_sibling():
+    from providers.pricing import table_price
+
+    assert table_price("gemini-2.5-flash-lite-preview") == (Decimal("0.0001"), Decimal("0.0004"))
+    assert table_price("gemini-2.5-flash") == (Decimal("0.0003"), Decimal("0.0025"))

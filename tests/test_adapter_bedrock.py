@@ -14,7 +14,7 @@ import yarl
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
-from providers.adapters import bedrock
+from providers.adapters import aws, bedrock
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
 from providers.errors import InvalidConfig
 from providers.fake_upstream import bedrock as fake_bedrock
@@ -48,9 +48,9 @@ def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    bedrock.forget_credentials()
+    aws.forget_credentials()
     yield monkeypatch
-    bedrock.forget_credentials()
+    aws.forget_credentials()
 
 
 def make(upstream, label: str = "br", key: str = "", **fields) -> bedrock.BedrockProvider:
@@ -103,7 +103,8 @@ async def test_the_fake_accepts_the_signed_body_and_rejects_any_other(upstream):
     url = upstream.base_url("br", "bedrock") + "/model/" + MODEL.replace(":", "%3A") + "/converse"
     signed_body = json.dumps(bedrock.to_wire(request())).encode()
     credentials = Credentials(ACCESS_KEY, SECRET)
-    headers = bedrock.sign("POST", url, signed_body, {"Content-Type": "application/json"}, credentials, "us-east-1")
+    content_type = {"Content-Type": "application/json"}
+    headers = aws.sign("POST", url, signed_body, content_type, credentials, "bedrock", "us-east-1")
     statuses = []
     async with aiohttp.ClientSession() as session:
         for body in (signed_body, signed_body.replace(b"sky", b"sea")):
@@ -282,7 +283,7 @@ async def test_credentials_never_reach_exceptions_or_logs(upstream, caplog):
 
 
 def test_building_without_botocore_is_invalid_config(upstream, monkeypatch):
-    monkeypatch.setattr(bedrock, "SigV4Auth", None)
+    monkeypatch.setattr(aws, "HAVE_BOTOCORE", False)
     with pytest.raises(InvalidConfig) as caught:
         make(upstream)
 
@@ -315,7 +316,7 @@ async def _chunks(*frames: bytes, split: int = 7):
 
 
 async def _parse(*frames: bytes) -> list:
-    decoded = bedrock.decode_frames(_chunks(*frames), "br")
+    decoded = aws.decode_frames(_chunks(*frames), "br")
     return [chunk async for chunk in bedrock.parse_stream(decoded, MODEL, "br")]
 
 
@@ -399,12 +400,12 @@ def test_the_error_type_header_decides_retryability_and_drops_its_namespace():
 
 
 def test_an_expired_token_forgets_the_cached_credentials():
-    bedrock._chain["cached"] = object()
+    aws._chain["cached"] = object()
     call = bedrock.BedrockCall("br", bedrock.Clocks.for_timeout(5))
     error = call.error_for(403, b'{"message": "expired"}', {"x-amzn-ErrorType": "ExpiredTokenException"})
 
     assert not error.retryable
-    assert bedrock._chain == {}
+    assert aws._chain == {}
 
 
 @pytest.mark.parametrize("raw", [{"aws_access_key_id": 5}, {"profile": ["a"]}, {"health_probe": "invoke"}])

@@ -17,7 +17,8 @@ Credentials: by default the standard AWS chain (environment, shared config/profi
 container or instance role) via botocore, resolved once per process and profile and
 refreshed by botocore before they expire. A config may instead carry explicit keys:
 `settings.aws_access_key_id` plus the secret access key as the config's (encrypted)
-api_key. Either way every secret is registered with secrets.scrub().
+api_key. Either way every secret is registered with secrets.scrub(). Credentials,
+signing and event-stream decoding live in providers/adapters/aws.py.
 
 botocore is optional (`pip install axonflow[bedrock]`); without it, building this
 provider raises InvalidConfig.
@@ -25,9 +26,7 @@ provider raises InvalidConfig.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from urllib.parse import quote
 
 import yarl
 
-from providers import secrets
+from providers.adapters import aws
 from providers.adapters.base import (
     BaseProvider,
     Chunk,
@@ -51,14 +50,6 @@ from providers.adapters.base import (
 )
 from providers.adapters.http import Call, Clocks, error_message
 from providers.errors import InvalidConfig
-
-try:
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-    from botocore.eventstream import EventStreamBuffer, ParserError
-except ImportError:  # pragma: no cover - exercised only without the extra installed
-    SigV4Auth = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -201,11 +192,8 @@ def error_for_type(provider: str, status: int | None, error_type: str, message: 
     return classify(provider, status, text, headers)
 
 
-Frame = tuple[Mapping[str, Any], bytes]
-
-
 async def parse_stream(
-    frames: AsyncIterator[Frame], model: str = "", provider: str = "bedrock"
+    frames: AsyncIterator[aws.Frame], model: str = "", provider: str = "bedrock"
 ) -> AsyncIterator[Chunk]:
     """Chunks from decoded event-stream frames (headers, payload).
 
@@ -222,13 +210,15 @@ async def parse_stream(
             data = json.loads(payload or b"{}")
         except ValueError:
             raise MalformedResponse(provider, "stream event payload is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise MalformedResponse(provider, "stream event payload is not a JSON object")
         if kind == "exception":
             name = str(headers.get(":exception-type", ""))
-            message = data.get("message", "") if isinstance(data, dict) else ""
-            raise error_for_type(provider, STREAM_STATUS.get(name.lower()), name, message)
+            raise error_for_type(provider, STREAM_STATUS.get(name.lower()), name, str(data.get("message", "")))
         event = headers.get(":event-type")
         if event == "contentBlockDelta":
-            text = ((data.get("delta") or {}).get("text")) or ""
+            delta = data.get("delta")
+            text = delta.get("text") if isinstance(delta, dict) else None
             if text:
                 yield Chunk(delta=text, model=model)
         elif event == "messageStop":
@@ -243,75 +233,6 @@ async def parse_stream(
     yield Chunk(finish_reason=reason, model=model)
 
 
-async def decode_frames(chunks: AsyncIterator[bytes], provider: str) -> AsyncIterator[Frame]:
-    """(headers, payload) for each event-stream message; a bad CRC or length is malformed."""
-    buffer = EventStreamBuffer()
-    async for chunk in chunks:
-        buffer.add_data(chunk)
-        try:
-            messages = list(buffer)
-        except ParserError as exc:
-            raise MalformedResponse(provider, f"bad event stream frame: {type(exc).__name__}") from None
-        for message in messages:
-            yield message.headers, message.payload
-
-
-# --- credentials and signing ----------------------------------------------------------
-
-_chain: dict[str, Any] = {}
-_chain_lock = threading.Lock()
-
-
-def _load_chain(profile: str) -> Any:
-    import botocore.session
-
-    with _chain_lock:
-        if profile not in _chain:
-            session = botocore.session.Session(profile=profile or None)
-            credentials = session.get_credentials()
-            if credentials is None:
-                return None
-            _chain[profile] = credentials
-        return _chain[profile]
-
-
-def forget_credentials() -> None:
-    """Drop the cached chain credentials (tests; after ExpiredToken/UnrecognizedClient)."""
-    with _chain_lock:
-        _chain.clear()
-
-
-async def frozen_credentials(settings: Settings, secret: str, provider: str) -> Any:
-    """Explicit keys when configured, else the chain's current (refreshed) credentials.
-
-    Raises a retryable ProviderError when no credentials can be found, so the router
-    fails over to a provider that is configured."""
-    if settings.aws_access_key_id:
-        if not secret:
-            raise ProviderError(provider, None, "aws_access_key_id is set but the secret key (api_key) is not", True)
-        return Credentials(settings.aws_access_key_id, secret).get_frozen_credentials()
-    credentials = _chain.get(settings.profile) or await asyncio.to_thread(_load_chain, settings.profile)
-    if credentials is None:
-        raise ProviderError(provider, None, "no AWS credentials found (environment, profile or instance role)", True)
-    needs_refresh = getattr(credentials, "refresh_needed", None)
-    if needs_refresh is not None and needs_refresh():
-        frozen = await asyncio.to_thread(credentials.get_frozen_credentials)
-    else:
-        frozen = credentials.get_frozen_credentials()
-    secrets.remember(frozen.secret_key)
-    if frozen.token:
-        secrets.remember(frozen.token)
-    return frozen
-
-
-def sign(method: str, url: str, body: bytes, headers: Mapping[str, str], credentials: Any, region: str) -> dict:
-    """The request headers with SigV4 `Authorization`, `X-Amz-Date` (and the session
-    token) added by botocore, over exactly these bytes and this percent-encoded URL."""
-    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers))
-    SigV4Auth(credentials, SERVICE, region).add_auth(request)
-    return dict(request.headers.items())
-
-
 class BedrockCall(Call):
     """Reads the exception name from x-amzn-ErrorType (or the body's __type)."""
 
@@ -323,7 +244,7 @@ class BedrockCall(Call):
             except (ValueError, AttributeError):
                 error_type = ""
         if error_type.split(":", 1)[0].lower() in STALE_CREDENTIALS:
-            forget_credentials()
+            aws.forget_credentials()
         return error_for_type(self.provider, status, error_type, error_message(body), headers)
 
 
@@ -333,7 +254,7 @@ class BedrockProvider(BaseProvider):
     type = "bedrock"
 
     def __init__(self, config: ProviderConfig):
-        if SigV4Auth is None:
+        if not aws.HAVE_BOTOCORE:
             raise InvalidConfig(
                 "The bedrock provider needs botocore: pip install 'axonflow[bedrock]'.", {"provider_type": "bedrock"}
             )
@@ -351,8 +272,10 @@ class BedrockProvider(BaseProvider):
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = "application/json"
-        credentials = await frozen_credentials(self.settings, self.api_key, self.name)
-        signed = sign(method, url, data, headers, credentials, self.region)
+        key_id = self.settings.aws_access_key_id
+        secret = self.api_key if key_id else ""
+        credentials = await aws.frozen_credentials(self.settings.profile, key_id, secret, self.name)
+        signed = aws.sign(method, url, data, headers, credentials, SERVICE, self.region)
         # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
         return await call.open(method, yarl.URL(url, encoded=True), signed, data=data if body is not None else None)
 
@@ -372,7 +295,7 @@ class BedrockProvider(BaseProvider):
         call = self._call()
         url = self._model_url(CONVERSE_STREAM, model)
         response = await self._send(call, "POST", url, to_wire(request), EVENTSTREAM)
-        frames = decode_frames(call.raw_chunks(response), self.name)
+        frames = aws.decode_frames(call.raw_chunks(response), self.name)
         async for chunk in parse_stream(frames, model, self.name):
             yield chunk
 

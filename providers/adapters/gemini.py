@@ -223,11 +223,14 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         model = body.get("modelVersion") or model
         if body.get("usageMetadata"):
             usage = usage_from(body["usageMetadata"])
-        candidate = (body.get("candidates") or [{}])[0]
-        delta = _text(candidate) if isinstance(candidate, dict) else ""
+        candidates = body.get("candidates")
+        candidate = candidates[0] if isinstance(candidates, list) and candidates else {}
+        if not isinstance(candidate, dict):
+            raise MalformedResponse(provider, "stream event candidate is not an object")
+        delta = _text(candidate)
         if delta:
             yield Chunk(delta=delta, model=model)
-        if isinstance(candidate, dict) and candidate.get("finishReason"):
+        if candidate.get("finishReason"):
             reason = finish_reason(candidate["finishReason"])
     if reason is None:
         raise MalformedResponse(provider, "stream ended without a finishReason")

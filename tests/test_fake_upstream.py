@@ -192,3 +192,10 @@ def test_defaults_apply_to_labels_without_their_own_behaviour(upstream, oai):
 
 def test_unknown_paths_are_404(upstream):
     assert httpx.get(f"{upstream.url}/nope").status_code == 404
+
+
+def test_the_command_rejects_an_unknown_failure_kind():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="failure_kind"):
+        call_command("fake_upstream", "--port", "0", "--failure-kind", "explode")

@@ -35,11 +35,21 @@ def _fixed_encryption_keys(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
+    from routing import cache, ratelimit, usage
     from tenants.authentication import forget_tokens
 
     forget_tokens()
+    cache.invalidate_all()
+    # Tests flush usage themselves (usage.writer.flush()); a background writer thread
+    # would hold its own DB connection against the test's transaction.
+    usage.writer.autostart = False
+    usage.writer.discard()
+    ratelimit.set_limiter(ratelimit.LocalLimiter())
     yield
     forget_tokens()
+    cache.invalidate_all()
+    usage.writer.discard()
+    ratelimit.set_limiter(None)
 
 
 @pytest.fixture

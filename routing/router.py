@@ -1,0 +1,352 @@
+"""The router: candidates -> order -> failover loop -> RouteResult. Knows nothing of HTTP
+requests; both completion faces (routing/completions.py) call `complete` or
+`open_stream` with a tenant snapshot from routing/cache.py.
+
+Per request: the snapshot's enabled providers become selection Candidates (health from
+the snapshot, circuit state from routing.health); routing/selection.py orders them; each
+attempt first takes a token from the provider's rate limiter (a provider without one is
+skipped, and while nothing has been tried the first pick is drawn again without it);
+a retryable ProviderError moves on to the next provider, anything else ends the request.
+Every attempt is reported to routing.health.record_attempt and listed in the result;
+every routed request, served or failed, goes to the usage writer.
+
+Raises (all AxonFlowError, rendered as the envelope by either face):
+NoHealthyProvider (503) when nothing is eligible, RateLimited (429, Retry-After) when
+every eligible provider is over its limit, UpstreamFailed (502, details.attempts) when
+attempts were made and none succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
+from providers.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed
+from providers.pricing import actual_cost, estimate_prompt_tokens
+from routing import health, usage
+from routing.ratelimit import Limiter, get_limiter
+from routing.selection import Candidate, RoutingOptions, attempt_order
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
+    from routing.cache import TenantSnapshot
+
+_rng = random.Random()
+
+
+@dataclass(slots=True)
+class Attempt:
+    provider: str
+    outcome: str  # success | http_<status> | timeout | connect_error | malformed | rate_limited | invalid_config
+    status_code: int | None = None
+    latency_ms: float = 0.0
+    error: str = ""
+    provider_id: int | None = None  # for metrics; not shown to clients
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "outcome": self.outcome,
+            "status_code": self.status_code,
+            "latency_ms": round(self.latency_ms, 2),
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class Caller:
+    """Who is asking: enough for usage accounting, nothing about HTTP."""
+
+    tenant_id: int
+    token_id: int | None = None
+    request_id: str = ""
+    store_prompts: bool = False
+
+
+@dataclass(slots=True)
+class RouteResult:
+    response: CompletionResponse
+    config: ProviderConfig
+    attempts: list[Attempt]
+    response_time_ms: float
+    cost: Decimal
+
+    @property
+    def provider_name(self) -> str:
+        return self.config.name
+
+    @property
+    def model(self) -> str:
+        return self.response.model
+
+    def route(self) -> dict[str, Any]:
+        return route_dict(self.config.name, self.model, self.response_time_ms, self.attempts)
+
+
+def route_dict(provider_name: str, model: str, response_time_ms: float, attempts: list[Attempt]) -> dict[str, Any]:
+    return {
+        "provider_name": provider_name,
+        "model": model,
+        "response_time_ms": round(response_time_ms, 2),
+        "attempts": [a.as_dict() for a in attempts],
+    }
+
+
+def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
+    return [
+        Candidate(
+            id=c.pk,
+            name=c.name,
+            priority=c.priority,
+            weight=c.weight,
+            status=c.health_status,
+            enabled=c.enabled,
+            circuit_open=health.is_circuit_open(c.pk),
+        )
+        for c in snapshot.configs
+        if c.enabled
+    ]
+
+
+def provider_at_fault(error: ProviderError) -> bool:
+    """For passive health: a retryable failure or bad credentials count against the
+    provider; a 4xx caused by the request (a 400 for a bad parameter) does not."""
+    return error.retryable or error.status_code in (None, 401, 403)
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
+
+
+class Attempts:
+    """The failover loop's bookkeeping, shared by `complete` and `open_stream`."""
+
+    def __init__(self, snapshot: TenantSnapshot, options: RoutingOptions, rng: random.Random, limiter: Limiter):
+        self.snapshot = snapshot
+        self.options = options
+        self.rng = rng
+        self.limiter = limiter
+        self.candidates = candidates_of(snapshot)
+        self.attempts: list[Attempt] = []
+        self.limited: dict[int, float] = {}
+        self.started = time.perf_counter()
+
+    async def providers(self) -> AsyncIterator[ProviderConfig]:
+        """Yield each provider to try, rate-limit token already taken."""
+        order = attempt_order(self.candidates, self.options, self.rng)
+        index = 0
+        while index < len(order):
+            candidate = order[index]
+            config = self.snapshot.by_name[candidate.name]
+            wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
+            if wait > 0:
+                self.limited[candidate.id] = wait
+                self.attempts.append(Attempt(config.name, "rate_limited", error="over its rate limit", provider_id=config.pk))
+                if not self.tried_any:
+                    # Not a candidate after all (rule 1): draw the first attempt again without it.
+                    self.candidates = [c for c in self.candidates if c.id != candidate.id]
+                    order, index = attempt_order(self.candidates, self.options, self.rng), 0
+                else:
+                    index += 1
+                continue
+            yield config
+            index += 1
+
+    @property
+    def tried_any(self) -> bool:
+        return any(a.outcome != "rate_limited" for a in self.attempts)
+
+    def failed(self, config: ProviderConfig, error: ProviderError | AxonFlowError, start: float) -> None:
+        latency = _ms(start)
+        if isinstance(error, ProviderError):
+            attempt = Attempt(config.name, error.outcome, error.status_code, latency, error.message, config.pk)
+            health.record_attempt(self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message)
+        else:  # the adapter could not be built from its config
+            attempt = Attempt(config.name, error.code, None, latency, error.message, config.pk)
+        self.attempts.append(attempt)
+
+    def succeeded(self, config: ProviderConfig, start: float) -> None:
+        latency = _ms(start)
+        self.attempts.append(Attempt(config.name, "success", 200, latency, provider_id=config.pk))
+        health.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
+
+    def exhausted(self) -> AxonFlowError:
+        """The error for a request that ran out of providers."""
+        if self.tried_any:
+            last = next(a for a in reversed(self.attempts) if a.outcome != "rate_limited")
+            return UpstreamFailed(
+                f"Every provider tried failed; the last, {last.provider}, returned {last.outcome}.",
+                {"attempts": [a.as_dict() for a in self.attempts]},
+            )
+        if self.limited:
+            retry_after = max(1, math.ceil(min(self.limited.values())))
+            return RateLimited(
+                "Every eligible provider is over its rate limit.",
+                {"retry_after": retry_after, "attempts": [a.as_dict() for a in self.attempts]},
+                headers={"Retry-After": str(retry_after)},
+            )
+        return NoHealthyProvider("No enabled, healthy provider is available for this request.", {"attempts": []})
+
+
+async def complete(
+    snapshot: TenantSnapshot,
+    request: CompletionRequest,
+    options: RoutingOptions,
+    caller: Caller,
+    *,
+    rng: random.Random | None = None,
+    limiter: Limiter | None = None,
+) -> RouteResult:
+    """Route one non-streaming completion. Returns the result or raises (module docstring)."""
+    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter())
+    async for config in loop.providers():
+        start = time.perf_counter()
+        try:
+            response = await snapshot.adapter(config).complete(request)
+        except (ProviderError, AxonFlowError) as exc:
+            loop.failed(config, exc, start)
+            if isinstance(exc, ProviderError) and not exc.retryable:
+                break
+            continue
+        loop.succeeded(config, start)
+        result = RouteResult(response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model))
+        usage.record_success(caller, request, result, stream=False)
+        return result
+    error = loop.exhausted()
+    usage.record_failure(caller, request, error, loop.attempts, _ms(loop.started), stream=False)
+    raise error
+
+
+class ClientClosed(AxonFlowError):
+    """Usage only: the client left in the middle of a stream (nginx's 499)."""
+
+    code = "client_closed"
+    http_status = 499
+
+
+class StreamFailed(Exception):
+    """An upstream failure after the first chunk reached the client: the stream must end
+    with an error event. `error` is the UpstreamFailed to render into it."""
+
+    def __init__(self, error: UpstreamFailed):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass(slots=True)
+class RouteStream:
+    """An opened stream: the provider answered with its first chunk. Iterate `chunks()`
+    once; it yields that chunk and the rest, records usage at the end, and raises
+    StreamFailed if the upstream breaks midway."""
+
+    config: ProviderConfig
+    attempts: list[Attempt]
+    first: Chunk | None
+    rest: AsyncIterator[Chunk]
+    caller: Caller
+    request: CompletionRequest
+    started: float
+    snapshot: TenantSnapshot
+    model: str = ""
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def provider_name(self) -> str:
+        return self.config.name
+
+    def route(self) -> dict[str, Any]:
+        return route_dict(self.config.name, self.model, _ms(self.started), self.attempts)
+
+    def _record_failure(self, error: AxonFlowError) -> None:
+        usage.record_failure(
+            self.caller, self.request, error, self.attempts, _ms(self.started), stream=True,
+            provider_id=self.config.pk, provider_name=self.config.name,
+        )
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        usage_seen: Usage | None = None
+        attempt = self.attempts[-1]
+        try:
+            pending = [self.first] if self.first is not None else []
+            while True:
+                chunk = pending.pop() if pending else await self.rest.__anext__()
+                self.text.append(chunk.delta)
+                usage_seen = chunk.usage or usage_seen
+                if chunk.model:
+                    self.model = chunk.model
+                yield chunk
+        except StopAsyncIteration:
+            pass
+        except ProviderError as exc:
+            attempt.outcome, attempt.status_code, attempt.error = "stream_error", exc.status_code, exc.message
+            health.record_attempt(self.snapshot.tenant_id, self.config.pk, not provider_at_fault(exc), attempt.latency_ms, exc.message)
+            error = UpstreamFailed(
+                f"{self.config.name} failed in the middle of the stream: {exc.message}",
+                {"attempts": [a.as_dict() for a in self.attempts]},
+            )
+            self._record_failure(error)
+            raise StreamFailed(error) from None
+        except (GeneratorExit, asyncio.CancelledError):
+            # The client went away: the answer was not delivered in full.
+            attempt.outcome = "client_closed"
+            self._record_failure(ClientClosed("The client closed the stream before it ended."))
+            raise
+        finally:
+            await _close(self.rest)
+        final = usage_seen or Usage(estimate_prompt_tokens(self.request), max(1, len("".join(self.text)) // 4))
+        response = CompletionResponse("".join(self.text), self.model or self.config.model, usage=final)
+        result = RouteResult(response, self.config, self.attempts, _ms(self.started), actual_cost(self.config, final, response.model))
+        usage.record_success(self.caller, self.request, result, stream=True)
+
+
+async def _close(iterator: AsyncIterator[Chunk]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:  # closing a broken upstream must not mask the real outcome
+            pass
+
+
+async def open_stream(
+    snapshot: TenantSnapshot,
+    request: CompletionRequest,
+    options: RoutingOptions,
+    caller: Caller,
+    *,
+    rng: random.Random | None = None,
+    limiter: Limiter | None = None,
+) -> RouteStream:
+    """Route a streaming completion up to its first chunk, failing over until then.
+
+    Nothing has reached the client when this raises, so the error goes out as a plain
+    error response (module docstring for which)."""
+    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter())
+    async for config in loop.providers():
+        start = time.perf_counter()
+        rest: AsyncIterator[Chunk] | None = None
+        try:
+            rest = snapshot.adapter(config).stream(request).__aiter__()
+            try:
+                first = await rest.__anext__()
+            except StopAsyncIteration:
+                first = None
+        except (ProviderError, AxonFlowError) as exc:
+            if rest is not None:
+                await _close(rest)
+            loop.failed(config, exc, start)
+            if isinstance(exc, ProviderError) and not exc.retryable:
+                break
+            continue
+        loop.succeeded(config, start)
+        return RouteStream(config, loop.attempts, first, rest, caller, request, loop.started, snapshot, model=(first.model if first else "") or "")
+    error = loop.exhausted()
+    usage.record_failure(caller, request, error, loop.attempts, _ms(loop.started), stream=True)
+    raise error

@@ -4,6 +4,8 @@ live in test_adapter_contract.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from providers.adapters import anthropic as adapter
@@ -21,8 +23,8 @@ def provider_for(upstream, label="an", **settings):
 
 
 async def events(*pairs):
-    for pair in pairs:
-        yield pair
+    for name, data in pairs:
+        yield name, data if isinstance(data, str) else json.dumps(data)
 
 
 # --- pure mapping ------------------------------------------------------------------------
@@ -105,20 +107,20 @@ def test_from_wire_rejects_bodies_that_are_not_messages(body):
 
 
 async def test_parse_stream_skips_pings_and_unknown_events():
-    chunks = [
-        c
-        async for c in adapter.parse_stream(events(
-            ("message_start", '{"type":"message_start","message":{"model":"m","usage":{"input_tokens":7,"output_tokens":1}}}'),
-            ("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'),
-            ("ping", '{"type":"ping"}'),
-            ("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}'),
-            ("something_new", '{"type":"something_new"}'),
-            ("content_block_delta", '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"!"}}'),
-            ("content_block_stop", '{"type":"content_block_stop","index":0}'),
-            ("message_delta", '{"type":"message_delta","delta":{"stop_reason":"stop_sequence"},"usage":{"output_tokens":3}}'),
-            ("message_stop", '{"type":"message_stop"}'),
-        ))
-    ]
+    text_delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
+    stream = events(
+        ("message_start", {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 7}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_delta", text_delta),
+        ("something_new", {"type": "something_new"}),
+        ("content_block_delta", {**text_delta, "delta": {"type": "text_delta", "text": "!"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "stop_sequence"},
+                           "usage": {"output_tokens": 3}}),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    chunks = [c async for c in adapter.parse_stream(stream)]
     assert [c.delta for c in chunks] == ["Hi", "!", ""]
     assert chunks[-1].finish_reason == "stop" and chunks[-1].usage == Usage(7, 3)
 

@@ -19,7 +19,8 @@ REQUEST = CompletionRequest(messages=[Message("user", "Hello vLLM")], system="Be
 
 
 def provider_for(upstream, label="cu", key=KEY, **settings):
-    return CustomProvider(make_config("custom", upstream.base_url(label, "custom"), key, model=MODEL, settings=settings))
+    config = make_config("custom", upstream.base_url(label, "custom"), key, model=MODEL, settings=settings)
+    return CustomProvider(config)
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -94,7 +94,9 @@ def test_from_wire_returns_a_refusal_as_the_content():
     assert adapter.from_wire(body).content == "I can't help with that."
 
 
-@pytest.mark.parametrize("body", [[], {"choices": []}, {"choices": [{"message": "x"}]}, {"choices": [{"message": {"content": 5}}]}])
+@pytest.mark.parametrize(
+    "body", [[], {"choices": []}, {"choices": [{"message": "x"}]}, {"choices": [{"message": {"content": 5}}]}]
+)
 def test_from_wire_rejects_bodies_that_are_not_completions(body):
     with pytest.raises(MalformedResponse):
         adapter.from_wire(body)

@@ -127,7 +127,8 @@ def usage_from(data: Any) -> Usage:
     """Prompt tokens include cache writes and reads: all of them are billed input."""
     if not isinstance(data, dict):
         return Usage()
-    prompt = sum(int(data.get(k) or 0) for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"))
+    inputs = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    prompt = sum(int(data.get(k) or 0) for k in inputs)
     return Usage(prompt, int(data.get("output_tokens") or 0))
 
 

@@ -14,6 +14,7 @@ from aiohttp import web
 from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
 
 BASE_PATH = ""
+TEXT_BLOCK = {"type": "text", "text": ""}
 MODELS = (
     ("claude-sonnet-4-20250514", "Claude Sonnet 4", "2025-05-22T00:00:00Z"),
     ("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22T00:00:00Z"),
@@ -113,17 +114,17 @@ async def messages(req: FakeRequest) -> web.StreamResponse:
     start = {**head, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
     events = [
         ("message_start", {"type": "message_start", "message": start}),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": TEXT_BLOCK}),
         ("ping", {"type": "ping"}),
     ]
     events += [
         ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}})
         for p in pieces
     ]
+    delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
     events += [
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                           "usage": {"output_tokens": output_tokens}}),
+        ("message_delta", {"type": "message_delta", "delta": delta, "usage": {"output_tokens": output_tokens}}),
         ("message_stop", {"type": "message_stop"}),
     ]
     return await req.sse(events, headers={"request-id": "req_fake0001"})

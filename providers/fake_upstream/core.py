@@ -65,7 +65,7 @@ import re
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from types import ModuleType
 from typing import Any

@@ -6,6 +6,7 @@ OpenAI-compatible `custom` provider.
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 
@@ -16,6 +17,10 @@ from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split
 BASE_PATH = "/v1"
 FINGERPRINT = "fp_fake0001"
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
+NO_KEY_MESSAGE = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
 
 # https://platform.openai.com/docs/guides/error-codes
 _ERROR_TYPES = {
@@ -81,13 +86,14 @@ def _unauthenticated(req: FakeRequest) -> bool:
 def stream_error_frame() -> str:
     # Mid-stream failures arrive as a data line holding an error object (openai-python
     # _streaming.py raises APIError when a chunk has "error").
-    return 'data: {"error":{"message":"The server had an error while processing your request.","type":"server_error","param":null,"code":null}}\n\n'
+    error = error_body(500, "The server had an error while processing your request.")
+    return f"data: {json.dumps(error)}\n\n"
 
 
 def _check(req: FakeRequest) -> web.Response | None:
     """The checks the real API makes first: a bearer key, then a sane body."""
     if _unauthenticated(req):
-        return req.error(401, "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+        return req.error(401, NO_KEY_MESSAGE)
     body = req.body
     if not isinstance(body, dict):
         return req.error(400, "We could not parse the JSON body of your request.")

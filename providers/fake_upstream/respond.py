@@ -96,7 +96,8 @@ class FakeRequest:
         for name, data in events:
             payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
             frames.append((f"event: {name}\n" if name else "") + f"data: {payload}\n\n")
-        return await self._stream_frames(frames, "text/event-stream; charset=utf-8", bad="data: {\"broken\": \n\n", headers=headers)
+        bad = 'data: {"broken": \n\n'
+        return await self._stream_frames(frames, "text/event-stream; charset=utf-8", bad=bad, headers=headers)
 
     async def ndjson(self, objs: Iterable[Any], headers: dict[str, str] | None = None):
         frames = [json.dumps(o, separators=(",", ":")) + "\n" for o in objs]

@@ -1,0 +1,277 @@
+"""routing/health.py: status hysteresis (pure) and the traffic circuit breaker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from providers.models import HealthResult, ProviderConfig
+from routing import health
+from routing.health import (
+    DEFAULT_THRESHOLDS,
+    DEGRADED,
+    HEALTHY,
+    UNHEALTHY,
+    UNKNOWN,
+    Thresholds,
+    derive_status,
+    observe,
+    parse_thresholds,
+    status_sequence,
+)
+
+OK, SLOW, FAIL = HEALTHY, DEGRADED, UNHEALTHY
+
+
+# --- hysteresis -------------------------------------------------------------------------------
+
+
+def test_a_never_checked_provider_is_unknown():
+    assert derive_status([]) == UNKNOWN
+
+
+def test_healthy_failing_recovered_gives_the_exact_sequence():
+    outcomes = [OK, OK, FAIL, FAIL, FAIL, FAIL, OK, OK, OK]
+    assert status_sequence(outcomes) == [
+        HEALTHY, HEALTHY, DEGRADED, DEGRADED, UNHEALTHY, UNHEALTHY, UNHEALTHY, HEALTHY, HEALTHY,
+    ]  # fmt: skip
+
+
+def test_a_single_failure_gives_degraded_and_two_successes_bring_it_back():
+    assert status_sequence([OK, FAIL, OK, OK]) == [HEALTHY, DEGRADED, DEGRADED, HEALTHY]
+
+
+def test_a_slow_probe_gives_degraded():
+    assert status_sequence([OK, SLOW, SLOW, OK, OK]) == [HEALTHY, DEGRADED, DEGRADED, DEGRADED, HEALTHY]
+
+
+def test_alternating_outcomes_do_not_flap_from_healthy():
+    statuses = status_sequence([OK] + [FAIL, OK] * 6)
+    assert statuses[0] == HEALTHY
+    assert set(statuses[1:]) == {DEGRADED}
+
+
+def test_alternating_outcomes_do_not_flap_from_unhealthy():
+    statuses = status_sequence([FAIL, FAIL, FAIL] + [OK, FAIL] * 6)
+    assert set(statuses[2:]) == {UNHEALTHY}
+
+
+def test_leaving_unhealthy_slowly_gives_degraded_not_healthy():
+    assert status_sequence([FAIL, FAIL, FAIL, SLOW, SLOW, OK, OK])[-4:] == [UNHEALTHY, DEGRADED, DEGRADED, HEALTHY]
+
+
+def test_two_failures_in_a_row_are_not_yet_unhealthy():
+    assert derive_status([OK, FAIL, FAIL]) == DEGRADED
+
+
+def test_one_step_from_the_stored_status_agrees_with_a_full_replay():
+    outcomes = [OK, FAIL, FAIL, OK, FAIL, FAIL, FAIL, OK, SLOW, OK, OK, FAIL, OK]
+    current = UNKNOWN
+    for i in range(len(outcomes)):
+        recent = outcomes[max(0, i - 3) : i + 1]  # only a short tail, as the monitor reads it
+        current = derive_status(recent, DEFAULT_THRESHOLDS, current=current)
+        assert current == derive_status(outcomes[: i + 1])
+
+
+def test_thresholds_change_the_sequence():
+    strict = Thresholds(failures_to_unhealthy=1, successes_to_healthy=3)
+    assert status_sequence([OK, FAIL, OK, OK, OK], strict) == [HEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY, HEALTHY]
+
+
+def test_observe_classifies_by_outcome_and_latency():
+    t = Thresholds(slow_ms=500)
+    assert observe(True, 20, t) == HEALTHY
+    assert observe(True, 501, t) == DEGRADED
+    assert observe(False, 5, t) == UNHEALTHY
+
+
+# --- per-tenant thresholds ----------------------------------------------------------------------
+
+
+def test_tenant_settings_override_the_defaults():
+    t = parse_thresholds({"slow_ms": 250, "failures_to_unhealthy": 5, "traffic_error_rate": 0.8})
+    assert (t.slow_ms, t.failures_to_unhealthy, t.traffic_error_rate) == (250.0, 5, 0.8)
+    assert t.successes_to_healthy == DEFAULT_THRESHOLDS.successes_to_healthy
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"slow_msec": 100},
+        {"slow_ms": "fast"},
+        {"slow_ms": True},
+        {"slow_ms": -1},
+        {"failures_to_unhealthy": 0},
+        {"failures_to_unhealthy": 2.5},
+        {"traffic_error_rate": 1.5},
+        {"traffic_sample_size": 5},
+        ["slow_ms", 100],
+    ],
+)
+def test_it_rejects_bad_health_settings(data):
+    with pytest.raises(ValueError):
+        parse_thresholds(data)
+
+
+def test_a_tenant_with_bad_settings_gets_the_defaults(acme, caplog):
+    acme.health_settings = {"slow_ms": "fast"}
+    assert health.thresholds_for(acme) == DEFAULT_THRESHOLDS
+    assert "ignoring health_settings" in caplog.text
+
+
+# --- circuit breaker ----------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def breaker(monkeypatch):
+    """The breaker on a fake clock, with circuit changes captured instead of written."""
+    clock = Clock()
+    changes: list[tuple[int, bool]] = []
+    health.reset()
+    monkeypatch.setattr(health, "clock", clock)
+    monkeypatch.setattr(health, "_schedule_change", lambda tenant, provider, opened, *a: changes.append((provider, opened)))
+    health.remember_thresholds(1, DEFAULT_THRESHOLDS)
+    yield clock, changes
+    health.reset()
+
+
+def attempts(outcomes, provider=7, clock=None, spacing=0.1):
+    for ok in outcomes:
+        health.record_attempt(1, provider, ok, 12.0, "" if ok else "HTTP 500")
+        if clock is not None:
+            clock.now += spacing
+
+
+def test_ten_failures_open_the_circuit_at_once(breaker):
+    clock, changes = breaker
+    attempts([False] * 9, clock=clock)
+    assert not health.is_circuit_open(7)
+    attempts([False], clock=clock)
+    assert health.is_circuit_open(7)
+    assert changes == [(7, True)]
+
+
+def test_a_failing_provider_with_a_good_history_is_cut_off_within_ten_requests(breaker):
+    clock, changes = breaker
+    attempts([True] * 50, clock=clock)
+    sent = 0
+    while not health.is_circuit_open(7):
+        attempts([False], clock=clock)
+        sent += 1
+        assert sent <= 10
+    assert changes == [(7, True)]
+
+
+def test_half_the_requests_failing_opens_the_circuit(breaker):
+    clock, _ = breaker
+    attempts([True, False] * 5, clock=clock)
+    assert health.is_circuit_open(7)
+
+
+def test_occasional_errors_keep_the_circuit_closed(breaker):
+    clock, changes = breaker
+    attempts([True, True, True, False] * 50, clock=clock)
+    assert not health.is_circuit_open(7)
+    assert changes == []
+
+
+def test_fewer_than_ten_requests_in_a_minute_never_open_it(breaker):
+    clock, changes = breaker
+    attempts([False] * 30, clock=clock, spacing=7.0)  # one every 7 s: at most 9 in 60 s
+    assert not health.is_circuit_open(7)
+    assert changes == []
+
+
+def test_circuits_are_per_provider(breaker):
+    clock, _ = breaker
+    attempts([False] * 10, provider=7, clock=clock)
+    attempts([True] * 10, provider=8, clock=clock)
+    assert health.is_circuit_open(7)
+    assert not health.is_circuit_open(8)
+
+
+def test_after_the_cooldown_a_successful_trial_closes_it(breaker):
+    clock, changes = breaker
+    attempts([False] * 10, clock=clock)
+    attempts([False, False], clock=clock)  # in flight when it opened: ignored
+    clock.now += DEFAULT_THRESHOLDS.circuit_cooldown_seconds
+    assert not health.is_circuit_open(7)  # half-open
+    attempts([True], clock=clock)
+    assert changes == [(7, True), (7, False)]
+    attempts([False] * 9, clock=clock)  # a fresh window: nine failures are not enough
+    assert not health.is_circuit_open(7)
+
+
+def test_after_the_cooldown_a_failed_trial_opens_it_again(breaker):
+    clock, changes = breaker
+    attempts([False] * 10, clock=clock)
+    clock.now += DEFAULT_THRESHOLDS.circuit_cooldown_seconds
+    attempts([False], clock=clock)
+    assert health.is_circuit_open(7)
+    assert changes == [(7, True), (7, True)]
+
+
+def test_the_tenants_cooldown_applies(breaker):
+    clock, _ = breaker
+    health.remember_thresholds(1, Thresholds(circuit_cooldown_seconds=5))
+    attempts([False] * 10, clock=clock)
+    clock.now += 5
+    assert not health.is_circuit_open(7)
+
+
+# --- persistence of a circuit change ------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_opened_circuit_is_stored_with_source_traffic(acme, make_provider, as_tenant):
+    health.reset()
+    config = make_provider(acme, name="flaky")
+    for _ in range(10):
+        health.record_attempt(acme.pk, config.pk, False, 30.0, "HTTP 503: overloaded")
+    health.flush()
+    with as_tenant(acme):
+        config.refresh_from_db()
+        results = list(HealthResult.objects.filter(provider=config))
+    assert (config.health_status, config.health_source) == (UNHEALTHY, "traffic")
+    assert [(r.status, r.source) for r in results] == [(UNHEALTHY, "traffic")]
+    assert "10 of the last 10 requests failed" in results[0].error
+    # the first probe after the cooldown is the half-open trial
+    assert config.next_check_at <= timezone.now() + timedelta(seconds=DEFAULT_THRESHOLDS.circuit_cooldown_seconds)
+    health.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_error_text_with_a_key_is_scrubbed_before_it_is_stored(acme, make_provider, as_tenant):
+    health.reset()
+    config = make_provider(acme, name="leaky", api_key="sk-live-abcdefghijklmnop1234")
+    for _ in range(10):
+        health.record_attempt(acme.pk, config.pk, False, 30.0, "Incorrect API key provided: sk-live-abcdefghijklmnop1234")
+    health.flush()
+    with as_tenant(acme):
+        error = HealthResult.objects.get(provider=config).error
+    assert "abcdefghijklmnop1234" not in error
+    health.reset()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_another_tenants_circuit_does_not_touch_this_tenants_providers(acme, globex, make_provider, as_tenant):
+    health.reset()
+    mine = make_provider(acme, name="a")
+    theirs = make_provider(globex, name="a")
+    for _ in range(10):
+        health.record_attempt(globex.pk, theirs.pk, False, 30.0, "HTTP 500")
+    health.flush()
+    with as_tenant(acme):
+        assert ProviderConfig.objects.get(pk=mine.pk).health_status == UNKNOWN
+        assert not HealthResult.objects.filter(provider=mine).exists()
+    health.reset()

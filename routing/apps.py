@@ -7,3 +7,4 @@ class RoutingConfig(AppConfig):
 
     def ready(self) -> None:
         from routing import signals  # noqa: F401  (connects the cache invalidation receivers)
+        from routing.api import schema  # noqa: F401  (drf-spectacular extensions)

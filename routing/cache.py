@@ -32,6 +32,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
+from routing.lifespan import on_shutdown, on_startup
+
 if TYPE_CHECKING:
     from providers.adapters.base import Provider
     from providers.models import ProviderConfig
@@ -235,3 +237,21 @@ async def listen_for_invalidations() -> None:
             log.warning("cache invalidation listener lost the channel layer; rejoining", exc_info=True)
             invalidate_all()
             await asyncio.sleep(1.0)
+
+
+_listener: asyncio.Task | None = None
+
+
+@on_startup
+async def start_invalidation_listener() -> None:
+    global _listener
+    if _shared_layer() is not None:
+        _listener = asyncio.ensure_future(listen_for_invalidations())
+
+
+@on_shutdown
+async def stop_invalidation_listener() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.cancel()
+        _listener = None

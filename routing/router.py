@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
-from providers.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed
+from providers.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
 from providers.pricing import actual_cost, estimate_prompt_tokens
 from routing import health, usage
 from routing.ratelimit import Limiter, get_limiter
@@ -113,6 +113,18 @@ def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
         for c in snapshot.configs
         if c.enabled
     ]
+
+
+def validate_names(snapshot: TenantSnapshot, options: RoutingOptions) -> None:
+    """Raise ValidationFailed if the options name a provider the tenant does not have
+    (another tenant's provider is as unknown as a missing one)."""
+    named = ([options.preferred_provider] if options.preferred_provider else []) + list(options.weights)
+    unknown = sorted({name for name in named if name not in snapshot.by_name})
+    if unknown:
+        field_name = "preferred_provider" if options.preferred_provider in unknown else "weights"
+        raise ValidationFailed(
+            f"Unknown provider name(s): {', '.join(unknown)}.", {"field": field_name, "param": field_name, "names": unknown}
+        )
 
 
 def provider_at_fault(error: ProviderError) -> bool:
@@ -256,6 +268,9 @@ class RouteStream:
     snapshot: TenantSnapshot
     model: str = ""
     text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None  # set when the stream has ended
+    cost: Decimal = Decimal("0")
 
     @property
     def provider_name(self) -> str:
@@ -279,6 +294,7 @@ class RouteStream:
                 chunk = pending.pop() if pending else await self.rest.__anext__()
                 self.text.append(chunk.delta)
                 usage_seen = chunk.usage or usage_seen
+                self.finish_reason = chunk.finish_reason or self.finish_reason
                 if chunk.model:
                     self.model = chunk.model
                 yield chunk
@@ -301,8 +317,9 @@ class RouteStream:
         finally:
             await _close(self.rest)
         final = usage_seen or Usage(estimate_prompt_tokens(self.request), max(1, len("".join(self.text)) // 4))
-        response = CompletionResponse("".join(self.text), self.model or self.config.model, usage=final)
-        result = RouteResult(response, self.config, self.attempts, _ms(self.started), actual_cost(self.config, final, response.model))
+        response = CompletionResponse("".join(self.text), self.model or self.config.model, self.finish_reason, final)
+        self.usage, self.cost = final, actual_cost(self.config, final, response.model)
+        result = RouteResult(response, self.config, self.attempts, _ms(self.started), self.cost)
         usage.record_success(self.caller, self.request, result, stream=True)
 
 

@@ -56,6 +56,15 @@ def lookup_token(raw: str) -> TokenIdentity | None:
     return identity
 
 
+def cached_lookup(raw: str) -> tuple[bool, TokenIdentity | None]:
+    """(hit, identity) from the cache alone, never the database: for async callers,
+    which send a miss to `lookup_token` through sync_to_async."""
+    hit = _cache.get(hash_token(raw))
+    if hit and hit[0] > time.monotonic():
+        return True, hit[1]
+    return False, None
+
+
 def touch_last_used(identity: TokenIdentity) -> None:
     """Record use at most once a minute per token (one UPDATE, no read)."""
     now = time.monotonic()

@@ -1,0 +1,165 @@
+"""The live board's socket (/ws/status/) through the real ASGI application: who may
+connect, the snapshot, and status changes reaching the tenant's boards and no one
+else's, over the in-memory layer and over channels-redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+
+from axonflow_site.asgi import application
+from routing import health, monitor
+from tests.conftest import requires_redis
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+KEY = "sk-test-board-0123456789abcdef"
+ORIGIN = (b"origin", b"http://testserver")
+
+
+async def in_thread(fn, *args):
+    def run():
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(run)
+
+
+def cookie_of(client) -> tuple[bytes, bytes]:
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+async def open_board(*headers) -> tuple[WebsocketCommunicator, bool]:
+    board = WebsocketCommunicator(application, "/ws/status/", headers=list(headers))
+    connected, _ = await board.connect(timeout=5)
+    return board, connected
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breaker():
+    health.reset()
+    yield
+    health.reset()
+
+
+@pytest.fixture
+def boards(acme, globex, upstream, make_provider, alice_client, carol_client):
+    """acme has providers a and b (fake upstream labels), globex has g."""
+    made = {
+        name: make_provider(tenant, name=name, type="openai", base_url=upstream.base_url(name, "openai"), api_key=KEY)
+        for tenant, name in ((acme, "a"), (acme, "b"), (globex, "g"))
+    }
+    return made, cookie_of(alice_client), cookie_of(carol_client)
+
+
+async def snapshot(board: WebsocketCommunicator, count: int) -> list[str]:
+    return [await board.receive_from(timeout=5) for _ in range(count)]
+
+
+async def assert_change_reaches_only_its_tenant(boards, upstream):
+    made, alice_cookie, carol_cookie = boards
+    alice, ok_a = await open_board(ORIGIN, alice_cookie)
+    carol, ok_c = await open_board(ORIGIN, carol_cookie)
+    try:
+        assert ok_a and ok_c
+        cards = await snapshot(alice, 2)
+        assert [f'id="provider-{made[n].pk}"' in card for n, card in zip("ab", cards, strict=True)] == [True, True]
+        assert all("status-unknown" in card for card in cards)
+        assert f'id="provider-{made["g"].pk}"' in (await snapshot(carol, 1))[0]
+
+        upstream.configure("a", failure_rate=1.0)
+        outcome = await monitor.acheck(made["a"], health.DEFAULT_THRESHOLDS)
+        assert outcome.changed
+
+        card = await alice.receive_from(timeout=5)
+        assert f'id="provider-{made["a"].pk}"' in card
+        assert '<span class="status status-degraded"' in card
+        assert await carol.receive_nothing(timeout=0.5)
+    finally:
+        await alice.disconnect()
+        await carol.disconnect()
+
+
+async def test_a_status_change_reaches_the_tenants_board_and_no_other(boards, upstream, http_session):
+    await assert_change_reaches_only_its_tenant(boards, upstream)
+
+
+@requires_redis
+async def test_a_status_change_travels_through_redis_too(boards, upstream, settings, http_session):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"axonflow-test-{uuid.uuid4().hex[:8]}"},
+        }
+    }
+    layer = get_channel_layer()
+    assert type(layer).__name__ == "RedisChannelLayer"
+    try:
+        await assert_change_reaches_only_its_tenant(boards, upstream)
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+
+
+async def test_a_circuit_opened_by_traffic_reaches_the_board(boards, acme):
+    made, alice_cookie, _ = boards
+    alice, connected = await open_board(ORIGIN, alice_cookie)
+    try:
+        assert connected
+        await snapshot(alice, 2)
+        health.remember_thresholds(acme.pk, health.DEFAULT_THRESHOLDS)
+        for _ in range(10):  # as the router reports attempts, from async code
+            health.record_attempt(acme.pk, made["b"].pk, False, 20.0, "HTTP 502")
+        await health.aflush()
+        card = await alice.receive_from(timeout=5)
+        assert f'id="provider-{made["b"].pk}"' in card
+        assert '<span class="status status-unhealthy"' in card
+        assert "from traffic" in card
+    finally:
+        await alice.disconnect()
+
+
+async def test_a_user_whose_session_names_a_foreign_tenant_sees_only_their_own(boards, acme, carol_client):
+    made, _, carol_cookie = boards
+    def point_at_acme():
+        session = carol_client.session
+        session["active_tenant_id"] = acme.pk  # carol is no member of acme
+        session.save()
+
+    await in_thread(point_at_acme)
+    carol, connected = await open_board(ORIGIN, carol_cookie)
+    try:
+        assert connected
+        card = await carol.receive_from(timeout=5)
+        assert f'id="provider-{made["g"].pk}"' in card
+        assert await carol.receive_nothing(timeout=0.3)
+    finally:
+        await carol.disconnect()
+
+
+async def test_an_anonymous_visitor_is_refused(boards):
+    board, connected = await open_board(ORIGIN)
+    assert not connected
+    await board.disconnect()
+
+
+async def test_a_user_without_a_tenant_is_refused(client, django_user_model):
+    user = await in_thread(lambda: django_user_model.objects.create_user("loner", password="password123"))
+    await in_thread(client.force_login, user)
+    board, connected = await open_board(ORIGIN, cookie_of(client))
+    assert not connected
+    await board.disconnect()
+
+
+async def test_another_sites_page_cannot_open_the_board(boards):
+    _, alice_cookie, _ = boards
+    board, connected = await open_board((b"origin", b"http://evil.example"), alice_cookie)
+    assert not connected
+    await board.disconnect()

@@ -141,10 +141,14 @@ async def probe(config: ProviderConfig, thresholds: Thresholds = health.DEFAULT_
         return HealthProbe(ok=False, latency_ms=elapsed(), error=f"probe timed out after {timeout:g} s")
     except Exception as exc:
         message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        return HealthProbe(
-            ok=False, latency_ms=elapsed(), error=secrets.scrub(str(message))[:500], status_code=getattr(exc, "status_code", None)
-        )
-    result.error = secrets.scrub(result.error or "")[:500]
+        status_code = getattr(exc, "status_code", None)
+        if status_code:
+            message = f"HTTP {status_code}: {message}"
+        return HealthProbe(ok=False, latency_ms=elapsed(), error=secrets.scrub(str(message))[:500], status_code=status_code)
+    error = result.error or ""
+    if not result.ok and result.status_code and not error.startswith("HTTP "):
+        error = f"HTTP {result.status_code}: {error}".rstrip(": ")
+    result.error = secrets.scrub(error)[:500]
     return result
 
 

@@ -246,3 +246,81 @@ def test_carol_cannot_route_to_acmes_providers(gateway, globex, two, upstream, a
         assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_provider"
     assert upstream.stats() == {}
     assert records(acme, as_tenant) == []
+
+
+BAD_INPUT = [
+    (b"{oops", 400, "prompt"),
+    (b"[]", 400, None),
+    (b'"just a string"', 400, None),
+    ({}, 400, "prompt"),
+    ({"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}, 400, "prompt"),
+    ({"prompt": 5}, 400, "prompt"),
+    ({"messages": "hi"}, 400, "messages"),
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": 1}]}, 400, "messages"),
+    ({"messages": [{"role": "user", "content": "hi", "extra": 1}]}, 400, "messages"),
+    ({"messages": [{"role": "system", "content": "alone"}]}, 400, "messages"),
+    ({"prompt": "hi", "max_tokens": "10"}, 400, "max_tokens"),
+    ({"prompt": "hi", "max_tokens": 0}, 400, "max_tokens"),
+    ({"prompt": "hi", "max_tokens": 1.5}, 400, "max_tokens"),
+    ({"prompt": "hi", "temperature": "warm"}, 400, "temperature"),
+    ({"prompt": "hi", "temperature": 2.5}, 400, "temperature"),
+    ({"prompt": "hi", "top_p": -0.1}, 400, "top_p"),
+    ({"prompt": "hi", "stop": 1}, 400, "stop"),
+    ({"prompt": "hi", "stop": ["x"] * 17}, 400, "stop"),
+    ({"prompt": "hi", "stream": "yes"}, 400, "stream"),
+    ({"prompt": "hi", "stream": 1}, 400, "stream"),
+    ({"prompt": "hi", "weights": {"a": -5}}, 400, "weights"),
+    ({"prompt": "hi", "weights": {"a": 500}}, 400, "weights"),
+    ({"prompt": "hi", "weights": {"a": "ten"}}, 400, "weights"),
+    ({"prompt": "hi", "weights": ["a"]}, 400, "weights"),
+    ({"prompt": "hi", "weights": {"ghost": 10}}, 400, "weights"),
+    ({"prompt": "hi", "preferred_provider": "ghost"}, 400, "preferred_provider"),
+    ({"prompt": "hi", "preferred_provider": 3}, 400, "preferred_provider"),
+    ({"prompt": "hi", "disable_failover": "true"}, 400, "disable_failover"),
+    ({"prompt": "hi", "model": ["gpt"]}, 400, "model"),
+    ({"prompt": "hi", "surprise": True}, 400, "surprise"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD_INPUT)
+def test_bad_input_gets_a_4xx_envelope_and_changes_nothing(api, two, upstream, acme, as_tenant, body, status, field):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = api.post(URL, content=content, headers={"Content-Type": "application/json"})
+    assert r.status_code == status
+    error = r.json()["error"]
+    assert error["code"] == "validation_error" and error["message"]
+    if field and not isinstance(body, bytes):
+        assert field in json.dumps(error["details"])
+    assert upstream.stats() == {}
+    assert records(acme, as_tenant) == []
+
+
+def test_a_body_over_the_limit_is_refused_with_413(api, two, upstream, settings):
+    r = api.post(URL, json={"prompt": "x" * (settings.AXONFLOW_MAX_BODY_BYTES + 10)})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "validation_error"
+    assert upstream.stats() == {}
+
+
+def test_a_non_json_body_is_refused(api, two, upstream):
+    r = api.post(URL, content=b"prompt=hi", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "validation_error"
+    assert upstream.stats() == {}
+
+
+@pytest.mark.django_db(transaction=False)
+def test_with_warm_caches_a_completion_runs_no_query(
+    acme_completions_api, acme, make_provider, upstream, django_assert_num_queries, settings
+):
+    from routing import cache
+
+    make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111")
+    health.remember_thresholds(acme.pk, health.DEFAULT_THRESHOLDS)  # keep its background load out of the count
+    cache.invalidate_all()
+    # Cold: the token and its last_used stamp; then, in one RLS transaction (a savepoint
+    # inside the test's; set_config on PostgreSQL), the tenant and its providers.
+    with django_assert_num_queries(7 if settings.IS_POSTGRES else 6):
+        assert acme_completions_api.post(URL, {"prompt": "hi"}).status_code == 200
+    with django_assert_num_queries(0):
+        for _ in range(3):
+            assert acme_completions_api.post(URL, {"prompt": "hi"}).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from django.utils import timezone
 
 from providers.models import HealthResult, ProviderConfig
 from routing import health
+from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 from routing.health import (
     DEFAULT_THRESHOLDS,
     DEGRADED,
@@ -274,4 +276,55 @@ def test_another_tenants_circuit_does_not_touch_this_tenants_providers(acme, glo
     with as_tenant(acme):
         assert ProviderConfig.objects.get(pk=mine.pk).health_status == UNKNOWN
         assert not HealthResult.objects.filter(provider=mine).exists()
+    health.reset()
+
+
+# --- end to end: traffic through the gateway opens the circuit, a probe closes it -----------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_provider_loses_its_traffic_within_ten_requests_and_wins_it_back(
+    gateway, acme, make_provider, upstream, as_tenant
+):
+    from django.core.management import call_command
+
+    from tenants.models import TokenScope
+    from tests.conftest import ApiClient, make_token
+
+    health.reset()
+    acme.health_settings = {"circuit_cooldown_seconds": 1}
+    acme.save()
+    for name in ("a", "b"):
+        make_provider(acme, name=name, base_url=upstream.base_url(name), api_key=f"sk-test-{name * 4}1111")
+    admin = ApiClient(make_token(acme, TokenScope.ADMIN, "ops"))
+
+    def status_of(name: str) -> tuple[str, str]:
+        provider = next(p for p in admin.get("/api/v1/status/").json()["providers"] if p["name"] == name)
+        return provider["health"]["status"], provider["health"]["source"]
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            r = api.post("/api/v1/completions", json={"prompt": "hello"})
+            assert r.status_code == 200, r.text
+
+    with gateway.client(make_token(acme, TokenScope.COMPLETIONS)) as api:
+        send(20)
+        assert upstream.counts("b")["chat"] > 0  # both share the traffic
+
+        upstream.configure("b", failure_rate=1.0, failure_kind="500", failure_scope="chat")
+        before = upstream.counts("b")["chat"]
+        send(40)  # every request still succeeds: failover to a
+        assert upstream.counts("b")["chat"] - before <= 10
+        health.flush()
+        assert status_of("b") == (UNHEALTHY, "traffic")
+        stalled = upstream.counts("b")["chat"]
+        send(10)
+        assert upstream.counts("b")["chat"] == stalled  # excluded while the circuit is open
+
+        upstream.configure("b")  # recovered
+        time.sleep(1.1)  # the cooldown; then the next probe is the half-open trial
+        call_command("run_health_checks", "--once")
+        assert status_of("b") == (HEALTHY, "probe")
+        send(20)
+        assert upstream.counts("b")["chat"] > stalled
     health.reset()

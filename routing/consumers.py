@@ -23,9 +23,7 @@ def active_tenant_of(user, session) -> int | None:
 
     if user is None or not user.is_authenticated:
         return None
-    tenant_ids = list(
-        Membership.objects.filter(user=user).order_by("tenant__name").values_list("tenant_id", flat=True)
-    )
+    tenant_ids = list(Membership.objects.filter(user=user).order_by("tenant__name").values_list("tenant_id", flat=True))
     wanted = session.get(SESSION_KEY) if session is not None else None
     if wanted in tenant_ids:
         return wanted

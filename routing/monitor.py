@@ -30,7 +30,7 @@ from django.utils import timezone
 from providers import registry, secrets
 from providers.adapters.base import HealthProbe
 from providers.errors import ProviderNotFound
-from providers.models import HealthResult, HealthSource, HealthStatus, ProviderConfig
+from providers.models import HealthResult, HealthSource, ProviderConfig
 from routing import cache, health, live
 from tenants.models import Tenant
 from tenants.rls import is_postgres, tenant_context
@@ -144,7 +144,9 @@ async def probe(config: ProviderConfig, thresholds: Thresholds = health.DEFAULT_
         status_code = getattr(exc, "status_code", None)
         if status_code:
             message = f"HTTP {status_code}: {message}"
-        return HealthProbe(ok=False, latency_ms=elapsed(), error=secrets.scrub(str(message))[:500], status_code=status_code)
+        return HealthProbe(
+            ok=False, latency_ms=elapsed(), error=secrets.scrub(str(message))[:500], status_code=status_code
+        )
     error = result.error or ""
     if not result.ok and result.status_code and not error.startswith("HTTP "):
         error = f"HTTP {result.status_code}: {error}".rstrip(": ")
@@ -213,7 +215,10 @@ def record_circuit_change(
     t = health.thresholds_for(tenant)
     with tenant_context(tenant_id):
         config = ProviderConfig.objects.select_for_update().filter(tenant_id=tenant_id, pk=provider_id).first()
-        held_by_traffic = config is not None and (config.health_status, config.health_source) == (health.UNHEALTHY, TRAFFIC)
+        held_by_traffic = config is not None and (config.health_status, config.health_source) == (
+            health.UNHEALTHY,
+            TRAFFIC,
+        )
         if config is None or (not opened and not held_by_traffic):
             return None
         status = health.UNHEALTHY if opened else health.HEALTHY

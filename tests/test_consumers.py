@@ -128,6 +128,7 @@ async def test_a_circuit_opened_by_traffic_reaches_the_board(boards, acme):
 
 async def test_a_user_whose_session_names_a_foreign_tenant_sees_only_their_own(boards, acme, carol_client):
     made, _, carol_cookie = boards
+
     def point_at_acme():
         session = carol_client.session
         session["active_tenant_id"] = acme.pk  # carol is no member of acme

@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from providers.models import HealthResult, ProviderConfig
 from routing import health
-from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 from routing.health import (
     DEFAULT_THRESHOLDS,
     DEGRADED,
@@ -23,6 +22,7 @@ from routing.health import (
     parse_thresholds,
     status_sequence,
 )
+from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 
 OK, SLOW, FAIL = HEALTHY, DEGRADED, UNHEALTHY
 
@@ -141,7 +141,9 @@ def breaker(monkeypatch):
     changes: list[tuple[int, bool]] = []
     health.reset()
     monkeypatch.setattr(health, "clock", clock)
-    monkeypatch.setattr(health, "_schedule_change", lambda tenant, provider, opened, *a: changes.append((provider, opened)))
+    monkeypatch.setattr(
+        health, "_schedule_change", lambda tenant, provider, opened, *a: changes.append((provider, opened))
+    )
     health.remember_thresholds(1, DEFAULT_THRESHOLDS)
     yield clock, changes
     health.reset()
@@ -257,7 +259,9 @@ def test_an_error_text_with_a_key_is_scrubbed_before_it_is_stored(acme, make_pro
     health.reset()
     config = make_provider(acme, name="leaky", api_key="sk-live-abcdefghijklmnop1234")
     for _ in range(10):
-        health.record_attempt(acme.pk, config.pk, False, 30.0, "Incorrect API key provided: sk-live-abcdefghijklmnop1234")
+        health.record_attempt(
+            acme.pk, config.pk, False, 30.0, "Incorrect API key provided: sk-live-abcdefghijklmnop1234"
+        )
     health.flush()
     with as_tenant(acme):
         error = HealthResult.objects.get(provider=config).error
@@ -284,7 +288,11 @@ def test_another_tenants_circuit_does_not_touch_this_tenants_providers(acme, glo
 
 @pytest.mark.django_db(transaction=True)
 def test_a_failing_provider_loses_its_traffic_within_ten_requests_and_wins_it_back(
-    gateway, acme, make_provider, upstream, as_tenant
+    gateway,  # noqa: F811  (the fixture imported above)
+    acme,
+    make_provider,
+    upstream,
+    as_tenant,
 ):
     from django.core.management import call_command
 

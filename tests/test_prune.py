@@ -30,9 +30,7 @@ def counts(tenant, as_tenant) -> tuple[int, int, int]:
         return tuple(m.objects.filter(tenant=tenant).count() for m in (HealthResult, UsageRecord, MetricBucket))
 
 
-def test_it_deletes_what_is_older_than_the_given_days_for_every_tenant(
-    acme, globex, make_provider, as_tenant, capsys
-):
+def test_it_deletes_what_is_older_than_the_given_days_for_every_tenant(acme, globex, make_provider, as_tenant, capsys):
     a = make_provider(acme, name="a")
     g = make_provider(globex, name="g")
     seed(acme, a, as_tenant, [0.1, 2, 9, 40])

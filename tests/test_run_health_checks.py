@@ -53,7 +53,12 @@ def fleet(acme, globex, upstream, make_provider):
                 label = f"{tenant.slug}-{i}"
                 configs.append(
                     make_provider(
-                        tenant, name=label, type="openai", base_url=upstream.base_url(label, "openai"), api_key=KEY, **fields
+                        tenant,
+                        name=label,
+                        type="openai",
+                        base_url=upstream.base_url(label, "openai"),
+                        api_key=KEY,
+                        **fields,
                     )
                 )
         return configs
@@ -306,7 +311,9 @@ async def run_lifespan(application):
     return shutdown
 
 
-async def test_the_server_probes_by_itself_when_health_runs_in_process(settings, fleet, upstream, as_tenant, http_session):
+async def test_the_server_probes_by_itself_when_health_runs_in_process(
+    settings, fleet, upstream, as_tenant, http_session
+):
     from axonflow_site.asgi import application
 
     settings.AXONFLOW_HEALTH_IN_PROCESS = True

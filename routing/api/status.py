@@ -59,7 +59,9 @@ class StatusView(TenantAPIView):
         metrics over the window. Four queries, however many providers."""
         window = parse_window(request)
         newest = HealthResult.objects.filter(provider_id=OuterRef("pk")).order_by("-checked_at", "-pk").values("pk")[:1]
-        configs = list(ProviderConfig.objects.filter(tenant_id=self.tenant_id).annotate(last_result_id=Subquery(newest)))
+        configs = list(
+            ProviderConfig.objects.filter(tenant_id=self.tenant_id).annotate(last_result_id=Subquery(newest))
+        )
         results = HealthResult.objects.in_bulk([c.last_result_id for c in configs if c.last_result_id])
         metrics = window_metrics(self.tenant_id, window)
         providers = [

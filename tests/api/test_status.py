@@ -12,8 +12,8 @@ from providers.models import HealthResult, ProviderConfig
 from routing import health
 from routing.metrics import bucket_index, empty_histogram
 from routing.models import MetricBucket
-from tests.conftest import ApiClient, make_token
 from tenants.models import TokenScope
+from tests.conftest import ApiClient, make_token
 
 URL = "/api/v1/status/"
 KEY = "sk-test-status-0123456789abcdef"
@@ -26,7 +26,9 @@ def _fresh_breaker():
     health.reset()
 
 
-def add_traffic(as_tenant, config, minutes_ago: float, latencies: list[float], errors: int = 0, tokens=(0, 0), cost="0"):
+def add_traffic(
+    as_tenant, config, minutes_ago: float, latencies: list[float], errors: int = 0, tokens=(0, 0), cost="0"
+):
     histogram = empty_histogram()
     for latency in latencies:
         histogram[bucket_index(latency)] += 1
@@ -149,7 +151,9 @@ def test_it_needs_an_admin_token(acme, acme_completions_api):
 
 
 @pytest.mark.parametrize("count", [1, 8])
-def test_the_query_count_does_not_grow_with_providers(acme, make_provider, as_tenant, django_assert_max_num_queries, count):
+def test_the_query_count_does_not_grow_with_providers(
+    acme, make_provider, as_tenant, django_assert_max_num_queries, count
+):
     api = ApiClient(make_token(acme, TokenScope.ADMIN))
     for i in range(count):
         config = make_provider(acme, name=f"p{i}")

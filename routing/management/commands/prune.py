@@ -48,7 +48,9 @@ class Command(BaseCommand):
     help = "Delete health results, usage records and metric buckets older than --days days."
 
     def add_arguments(self, parser):
-        parser.add_argument("--days", type=int, default=None, help="keep this many days (default AXONFLOW_RETENTION_DAYS)")
+        parser.add_argument(
+            "--days", type=int, default=None, help="keep this many days (default AXONFLOW_RETENTION_DAYS)"
+        )
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per delete transaction")
 
     def handle(self, *args, days=None, batch_size=DEFAULT_BATCH_SIZE, **options):

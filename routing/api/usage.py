@@ -70,9 +70,12 @@ def _fail(param: str, message: str) -> ValidationFailed:
 
 
 def _moment(param: str, value: str):
-    moment = parse_datetime(value)
+    try:
+        moment = parse_datetime(value)
+        day = parse_date(value) if moment is None else None
+    except ValueError:  # well formed but impossible, e.g. month 13
+        moment = day = None
     if moment is None:
-        day = parse_date(value)
         if day is None:
             raise _fail(param, "must be an ISO 8601 date or date-time")
         moment = datetime(day.year, day.month, day.day)

@@ -55,6 +55,8 @@ class WeightsView(TenantAPIView):
         tenant = Tenant.objects.get(pk=self.tenant_id)
         cleaned = {}
         for name, weight in wanted.items():
+            if isinstance(weight, bool) or not isinstance(weight, int):  # JSON numbers only, no "50"
+                raise ValidationFailed(f"weights.{name}: must be an integer", {"field": "weights", "name": name})
             try:
                 cleaned[name] = validate_provider_config(tenant, {"weight": weight}, configs[name])
             except ValidationFailed as exc:

@@ -3,8 +3,10 @@ health loop inside it (embedded default) or a separate health worker (with Redis
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -26,6 +28,8 @@ class Command(BaseCommand):
         manage = [sys.executable, "manage.py"]
         if not no_upstream:
             children.append(subprocess.Popen([*manage, "fake_upstream", "--port", str(upstream_port)]))
+            # The first health probes run at startup: let them find the upstream listening.
+            wait_for_port("127.0.0.1", upstream_port)
         if not settings.AXONFLOW_HEALTH_IN_PROCESS:
             children.append(subprocess.Popen([*manage, "run_health_checks"]))
         self.stdout.write(
@@ -44,3 +48,14 @@ class Command(BaseCommand):
                 child.terminate()
             for child in children:
                 child.wait(timeout=10)
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False

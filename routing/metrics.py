@@ -96,7 +96,7 @@ class WindowMetrics:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
-            "cost": {"amount": str(self.cost.quantize(Decimal("0.00000001"))), "currency": "USD"},
+            "cost": {"amount": format(self.cost.quantize(Decimal("0.00000001")), "f"), "currency": "USD"},
         }
 
 

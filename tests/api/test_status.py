@@ -81,6 +81,7 @@ def test_it_lists_every_provider_with_health_last_check_and_metrics(acme_api, ac
     assert providers["idle"]["last_check"] is None
     assert providers["idle"]["metrics"]["request_count"] == 0
     assert providers["idle"]["metrics"]["avg_response_time_ms"] is None
+    assert providers["idle"]["metrics"]["cost"] == {"amount": "0.00000000", "currency": "USD"}
 
 
 @pytest.mark.parametrize("window, expected", [("5m", 1), ("1h", 1 + 2), ("24h", 1 + 2 + 4)])

@@ -18,16 +18,21 @@ chunk ends the stream with `event: error` carrying the envelope.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse, StreamingHttpResponse
+
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
 from adrf.views import APIView
@@ -37,6 +42,7 @@ from routing import openai_wire, router
 from routing.api.base import check_body_size
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer
 from routing.cache import get_snapshot
+from routing.lifespan import on_startup
 from routing.router import Caller, RouteResult, RouteStream, StreamFailed
 from routing.selection import RoutingOptions
 from tenants.authentication import (
@@ -51,8 +57,13 @@ from tenants.authentication import (
 log = logging.getLogger("axonflow.completions")
 
 
+_REQUEST_PREFIX = secrets.token_hex(6)
+_request_numbers = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:24]
+    """Unique per process start and request; cheaper than uuid4 (no syscall)."""
+    return f"{_REQUEST_PREFIX}{next(_request_numbers):012x}"
 
 
 def _dumps(obj) -> bytes:
@@ -125,11 +136,46 @@ async def api_events(stream: RouteStream, request_id: str) -> AsyncIterator[byte
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+IDENTITY_ATTR = "axonflow_identity"
+
+
+class ResolvedBearerAuthentication(BearerTokenAuthentication):
+    """Bearer authentication for an identity `CompletionsView` already resolved on the
+    event loop: no database here, so DRF's `initial` needs no thread."""
+
+    def authenticate(self, request):
+        identity = getattr(request._request, IDENTITY_ATTR, None)
+        if identity is None:
+            raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+        return identity, identity
 
 
 class CompletionsView(APIView):
-    authentication_classes = [BearerTokenAuthentication]
+    authentication_classes = [ResolvedBearerAuthentication]
     permission_classes = [HasCompletionsToken]
+
+    async def async_dispatch(self, request, *args, **kwargs):
+        """adrf's async_dispatch, except that DRF's `initial` (authentication, permission,
+        content negotiation) runs inline instead of through sync_to_async: the token is
+        resolved here first, so `initial` does no I/O, and the thread hop per request was
+        the largest single cost of this endpoint (docs/benchmarks.md)."""
+        self.args, self.kwargs = args, kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)
+        self.request, self.headers = drf_request, self.default_response_headers
+        try:
+            identity = await identify(request.META.get("HTTP_AUTHORIZATION"), in_request=True)
+            setattr(request, IDENTITY_ATTR, identity)
+            self.initial(drf_request, *args, **kwargs)
+            handler = getattr(self, request.method.lower(), None)
+            if request.method.lower() not in self.http_method_names or handler is None:
+                handler = self.http_method_not_allowed
+            response = handler(drf_request, *args, **kwargs)
+            if asyncio.iscoroutine(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+        return self.response
 
     @extend_schema(
         operation_id="completions_create",
@@ -200,16 +246,23 @@ def _lookup_outside_request(raw: str) -> TokenIdentity | None:
         close_old_connections()
 
 
-async def authenticate(scope) -> TokenIdentity:
-    raw = parse_bearer(header(scope, b"authorization"))
+async def identify(authorization: str | None, *, in_request: bool) -> TokenIdentity:
+    """The token's identity from the cache, or (on a miss) the database through
+    sync_to_async. Raises Unauthorized. Never touches last_used: the usage writer stamps
+    it off the request path."""
+    raw = parse_bearer(authorization)
     if raw is None:
         raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
     hit, identity = cached_lookup(raw)
     if not hit:
-        identity = await sync_to_async(_lookup_outside_request)(raw)
+        identity = await sync_to_async(lookup_token if in_request else _lookup_outside_request)(raw)
     if identity is None:
         raise Unauthorized("Invalid or revoked API token.")
     return identity
+
+
+async def authenticate(scope) -> TokenIdentity:
+    return await identify(header(scope, b"authorization"), in_request=False)
 
 
 async def read_body(scope, receive) -> bytes:
@@ -342,12 +395,64 @@ async def openai_app(scope, receive, send) -> None:
             await send_error(send, AxonFlowError("Internal error; see the server log.", {"request_id": request_id}), request_id)
 
 
+# The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
+# needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
+# messages, htmx, WhiteNoise, the tenant middleware) includes sync-only middleware,
+# which makes Django run every request through a thread and back, and even an
+# async-capable MiddlewareMixin runs its hooks through sync_to_async. Measured, those
+# hops cost more than the completion itself (docs/benchmarks.md).
+
+
+class InlineSecurityMiddleware:
+    """SecurityMiddleware's process_request/process_response (pure header logic, no
+    I/O) called inline on the event loop rather than through sync_to_async."""
+
+    sync_capable, async_capable = False, True
+
+    def __init__(self, get_response):
+        from django.middleware.security import SecurityMiddleware
+
+        self.get_response = get_response
+        self.security = SecurityMiddleware(get_response)
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = self.security.process_request(request)
+        if response is None:
+            response = await self.get_response(request)
+        return self.security.process_response(request, response)
+
+
+class APIHandler(ASGIHandler):
+    """Django's ASGI handler for /api/ with InlineSecurityMiddleware as its only middleware."""
+
+    def load_middleware(self, is_async: bool = True) -> None:
+        self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
+        handler = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = convert_exception_to_response(InlineSecurityMiddleware(handler))
+
+
+@on_startup
+async def freeze_startup_objects() -> None:
+    """Move everything alive after startup (Django, the URLconf, models, adapters: a few
+    hundred thousand objects) out of the cyclic collector's reach. Without this every
+    full collection walked all of them: 20-60 ms pauses, several a second under load,
+    which were the p99 (docs/benchmarks.md). Request garbage is still collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def mount(django_app):
-    """The HTTP application: /v1/* to `openai_app`, everything else to Django."""
+    """The HTTP application: /v1/* to `openai_app`, /api/* to Django's APIHandler,
+    everything else (console, admin, static) to the full Django application."""
+    api_app = APIHandler()
 
     async def app(scope, receive, send) -> None:
-        if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+        path = scope["path"]
+        if path.startswith("/v1/") or path == "/v1":
             await openai_app(scope, receive, send)
+        elif path.startswith("/api/"):
+            await api_app(scope, receive, send)
         else:
             await django_app(scope, receive, send)
 

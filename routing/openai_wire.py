@@ -238,7 +238,6 @@ def completion_body(result: RouteResult, request_id: str) -> bytes:
             ],
             "usage": usage_dict(response.usage.prompt_tokens, response.usage.completion_tokens),
             "system_fingerprint": None,
-            "axonflow": {"provider": result.provider_name, "cost": str(result.cost), "route": result.route()},
         }
     )
 

@@ -8,6 +8,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
     target_class = "tenants.authentication.BearerTokenAuthentication"
+    match_subclasses = True
     name = "bearerToken"
 
     def get_security_definition(self, auto_schema):

@@ -1,0 +1,64 @@
+"""Render bench/results/latest.json as the markdown tables of docs/benchmarks.md.
+
+    .venv/bin/python -m bench.report [bench/results/latest.json]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+NAMES = {"direct": "fake upstream, direct", "v1": "/v1/chat/completions", "v1_auto": "/v1/chat/completions (model auto)",
+         "api": "/api/v1/completions"}  # fmt: skip
+
+
+def _f(value, digits=2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    out = []
+    if "throughput" in results:
+        out += ["### Throughput, upstream 0 ms, concurrency 10", "",
+                "| target | req/s | p50 ms | p99 ms | added p50 ms | gateway CPU µs/req | errors |",
+                "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for target, r in results["throughput"].items():
+            out.append(
+                f"| {NAMES[target]} | {r['rps']:,} | {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | "
+                f"{_f(r.get('added_p50_ms'))} | {r['cpu_us_per_request'] or '–'} | {r['errors']} |"
+            )
+        out.append("")
+    if "latency" in results:
+        out += ["### Added latency of /v1/chat/completions (gateway minus direct, same run)", "",
+                "| upstream | concurrency | direct p50 / p99 ms | gateway p50 / p99 ms | added p50 / p99 ms | gateway req/s |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for key, r in results["latency"].items():
+            upstream, conc = key.split("_c")
+            d, g = r["direct"], r["v1"]
+            out.append(
+                f"| {upstream} | {conc} | {_f(d['p50_ms'])} / {_f(d['p99_ms'])} | {_f(g['p50_ms'])} / {_f(g['p99_ms'])} | "
+                f"{_f(g['added_p50_ms'])} / {_f(g['added_p99_ms'])} | {g['rps']:,} |"
+            )
+        out.append("")
+    if "burst" in results:
+        out += ["### 500 simultaneous requests, upstream 1 s", "", "| target | wall s (median) | worst wall s | errors |",
+                "|---|---|---|---|"]  # fmt: skip
+        for target, r in results["burst"].items():
+            out.append(f"| {NAMES[target]} | {_f(r['wall_s'], 3)} | {_f(r['max_wall_s'], 3)} | {r['errors']} |")
+        out.append("")
+    if "ttfb" in results:
+        out += ["### Streaming: time to first byte, sequential", "", "| target | p50 ms | p99 ms | added p50 ms |",
+                "|---|---|---|---|"]  # fmt: skip
+        for target, r in results["ttfb"].items():
+            out.append(f"| {NAMES[target]} | {_f(r['p50_ms'], 3)} | {_f(r['p99_ms'], 3)} | {_f(r.get('added_p50_ms'), 3)} |")
+        out.append("")
+    if "memory" in results:
+        m = results["memory"]
+        out += [f"Gateway memory after the run: RSS {m['rss_mb']} MB, peak RSS {m['peak_rss_mb']} MB.", ""]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results" / "latest.json")
+    print(markdown(json.loads(path.read_text())))

@@ -101,6 +101,8 @@ class Stack:
         self.providers = providers
 
     def __enter__(self) -> Stack:
+        if not self.env["DATABASE_URL"].startswith("postgres"):
+            Path(self.env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)  # same start every run
         subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
         upstream = self._spawn([PY, "manage.py", "fake_upstream", "--port", str(self.upstream_port)])
         wait_port(self.upstream_port, upstream)

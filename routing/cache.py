@@ -55,6 +55,7 @@ class TenantSnapshot:
     configs: tuple[ProviderConfig, ...]  # every provider, enabled or not
     expires: float
     by_name: dict[str, ProviderConfig] = field(default_factory=dict)
+    candidates: list | None = None  # routing.router.candidates_of fills it once
     _adapters: dict[int, Provider] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

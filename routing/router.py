@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from providers.errors import AxonFlowError, NoHealthyProvider, RateLimited, Upst
 from providers.pricing import actual_cost, estimate_prompt_tokens
 from routing import health, usage
 from routing.ratelimit import Limiter, get_limiter
-from routing.selection import Candidate, RoutingOptions, attempt_order
+from routing.selection import Candidate, RoutingOptions, attempts
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -100,19 +100,16 @@ def route_dict(provider_name: str, model: str, response_time_ms: float, attempts
 
 
 def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
-    return [
-        Candidate(
-            id=c.pk,
-            name=c.name,
-            priority=c.priority,
-            weight=c.weight,
-            status=c.health_status,
-            enabled=c.enabled,
-            circuit_open=health.is_circuit_open(c.pk),
-        )
-        for c in snapshot.configs
-        if c.enabled
-    ]
+    """The snapshot's enabled providers as selection candidates, with the circuit state
+    of this moment (the rest is built once per snapshot)."""
+    base = snapshot.candidates
+    if base is None:
+        base = snapshot.candidates = [
+            Candidate(id=c.pk, name=c.name, priority=c.priority, weight=c.weight, status=c.health_status)
+            for c in snapshot.configs
+            if c.enabled
+        ]
+    return [replace(c, circuit_open=True) if health.is_circuit_open(c.id) else c for c in base]
 
 
 def validate_names(snapshot: TenantSnapshot, options: RoutingOptions) -> None:
@@ -152,10 +149,8 @@ class Attempts:
 
     async def providers(self) -> AsyncIterator[ProviderConfig]:
         """Yield each provider to try, rate-limit token already taken."""
-        order = attempt_order(self.candidates, self.options, self.rng)
-        index = 0
-        while index < len(order):
-            candidate = order[index]
+        order = attempts(self.candidates, self.options, self.rng)
+        for candidate in order:
             config = self.snapshot.by_name[candidate.name]
             wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
             if wait > 0:
@@ -164,12 +159,11 @@ class Attempts:
                 if not self.tried_any:
                     # Not a candidate after all (rule 1): draw the first attempt again without it.
                     self.candidates = [c for c in self.candidates if c.id != candidate.id]
-                    order, index = attempt_order(self.candidates, self.options, self.rng), 0
-                else:
-                    index += 1
+                    async for config in self.providers():
+                        yield config
+                    return
                 continue
             yield config
-            index += 1
 
     @property
     def tried_any(self) -> bool:

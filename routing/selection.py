@@ -20,7 +20,7 @@ Rules, in the order they apply:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN = "healthy", "degraded", "unhealthy", "unknown"
@@ -90,15 +90,21 @@ def first_choice(pool: Sequence[tuple[Candidate, float]], options: RoutingOption
     return weighted_draw([(c, w) for c, w in weighted if c.priority == top], rng)
 
 
-def attempt_order(
-    candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None
-) -> list[Candidate]:
-    """The providers to try, in order; empty when none is eligible."""
+def attempts(candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None) -> Iterator[Candidate]:
+    """Yield the providers to try, in order (nothing when none is eligible). The failover
+    order is computed only if the consumer asks for a second provider."""
     rng = rng or random.Random()
     pool = [(c, effective_weight(c, options)) for c in candidates if c.eligible]
     first = first_choice(pool, options, rng)
     if first is None:
-        return []
-    if options.disable_failover:
-        return [first]
-    return [first, *failover_order((c, w) for c, w in pool if c is not first)]
+        return
+    yield first
+    if not options.disable_failover:
+        yield from failover_order((c, w) for c, w in pool if c is not first)
+
+
+def attempt_order(
+    candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None
+) -> list[Candidate]:
+    """The providers to try, in order; empty when none is eligible."""
+    return list(attempts(candidates, options, rng))

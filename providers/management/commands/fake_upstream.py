@@ -26,6 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("--failure-kind", default="500", help="500, 429, timeout, malformed, cut, stall, drip…")
         parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between stream chunks")
         parser.add_argument("--reply", default=None, help="fixed reply text (default: echo the prompt)")
+        parser.add_argument(
+            "--backlog", type=int, default=1024,
+            help="listen queue length; a gateway opening hundreds of connections at once overflows aiohttp's 128",
+        )  # fmt: skip
 
     def handle(self, *args, **opts):
         try:
@@ -52,6 +56,7 @@ class Command(BaseCommand):
             host=opts["host"],
             port=opts["port"],
             access_log=None,
+            backlog=opts["backlog"],
             handler_cancellation=True,
             print=None,
             loop=loop,

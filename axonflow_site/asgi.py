@@ -15,7 +15,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 import routing.worker  # noqa: E402,F401  (registers the in-process health loop's lifespan hooks)
-from routing.completions import mount  # noqa: E402  (/v1/*: the lean OpenAI-compatible handler)
+from routing.mount import mount  # noqa: E402  (/v1/* lean handler, /api/* lean Django, the rest)
 from routing.consumers import StatusBoardConsumer  # noqa: E402
 from routing.lifespan import handle_lifespan  # noqa: E402
 

@@ -87,7 +87,9 @@ def bench_env(database_url: str | None) -> dict[str, str]:
         AXONFLOW_HEALTH_IN_PROCESS="false",
         DATABASE_URL=database_url or f"sqlite:///{ROOT / 'var' / 'bench' / 'bench.sqlite3'}",
     )
-    env.pop("REDIS_URL", None) if not os.environ.get("BENCH_REDIS_URL") else env.update(REDIS_URL=os.environ["BENCH_REDIS_URL"])
+    env.pop("REDIS_URL", None) if not os.environ.get("BENCH_REDIS_URL") else env.update(
+        REDIS_URL=os.environ["BENCH_REDIS_URL"]
+    )
     return env
 
 
@@ -104,7 +106,9 @@ class Stack:
         if not self.env["DATABASE_URL"].startswith("postgres"):
             Path(self.env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)  # same start every run
         subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
-        upstream = self._spawn([PY, "manage.py", "fake_upstream", "--port", str(self.upstream_port), "--backlog", "4096"])
+        upstream = self._spawn(
+            [PY, "manage.py", "fake_upstream", "--port", str(self.upstream_port), "--backlog", "4096"]
+        )
         wait_port(self.upstream_port, upstream)
         seeded = subprocess.run(
             [PY, "bench/seed.py", self.upstream_url, str(self.providers)], cwd=ROOT, env=self.env, check=True,
@@ -164,7 +168,11 @@ class Stack:
             "direct": (f"{self.upstream_url}/p0/v1/chat/completions", DIRECT_BODY, "Bearer sk-bench-p0-0123456789"),
             "v1": (f"{self.gateway_url}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}"),
             "v1_auto": (f"{self.gateway_url}/v1/chat/completions", CHAT_BODY, f"Bearer {self.token}"),
-            "api": (f"{self.gateway_url}/api/v1/completions", {"prompt": "hello", "preferred_provider": "p0"}, f"Bearer {self.token}"),
+            "api": (
+                f"{self.gateway_url}/api/v1/completions",
+                {"prompt": "hello", "preferred_provider": "p0"},
+                f"Bearer {self.token}",
+            ),
         }
 
 
@@ -175,10 +183,8 @@ def wrk(stack: Stack, target: str, connections: int, seconds: float) -> dict:
         f.write(script)
     threads = 1 if connections < 50 else 2
     cpu0 = stack.cpu_seconds()
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s", f.name, url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    out = subprocess.run([*command, "-s", f.name, url], capture_output=True, text=True, check=True).stdout
     cpu = stack.cpu_seconds() - cpu0
     os.unlink(f.name)
     result = json.loads(out.strip().splitlines()[-1])
@@ -233,7 +239,9 @@ def latency(stack: Stack, args) -> dict:
     for upstream_ms in (0, 200):
         stack.set_latency(upstream_ms)
         for connections in (1, 50, 200):
-            out[f"{upstream_ms}ms_c{connections}"] = compare(stack, ["direct", "v1"], connections, args.duration, args.rounds)
+            out[f"{upstream_ms}ms_c{connections}"] = compare(
+                stack, ["direct", "v1"], connections, args.duration, args.rounds
+            )
     stack.set_latency(0)
     return out
 
@@ -267,7 +275,13 @@ def ttfb(stack: Stack, args) -> dict:
         for target in out:
             url, body, auth = stack.targets()[target]
             out[target].append(time_to_first_byte(url, {**body, "stream": True}, auth, args.ttfb_requests))
-    summary = {t: {"p50_ms": statistics.median(r["p50_ms"] for r in runs), "p99_ms": statistics.median(r["p99_ms"] for r in runs)} for t, runs in out.items()}
+    summary = {
+        t: {
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        }
+        for t, runs in out.items()
+    }
     for t in ("v1", "api"):
         summary[t]["added_p50_ms"] = summary[t]["p50_ms"] - summary["direct"]["p50_ms"]
     return summary

@@ -200,7 +200,9 @@ def broadcast_invalidation(tenant_id: int | None, *, tokens: bool = False) -> No
         try:
             async_to_sync(layer.group_send)(GROUP, message)
         except Exception:
-            log.warning("cache invalidation broadcast failed; other processes catch up within %ss", SNAPSHOT_TTL_SECONDS)
+            log.warning(
+                "cache invalidation broadcast failed; other processes catch up within %ss", SNAPSHOT_TTL_SECONDS
+            )
         return
     task = asyncio.ensure_future(layer.group_send(GROUP, message))
     task.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -8,7 +8,7 @@
    synchronous Django work on the request path: the token, the tenant's providers and
    their health come from in-process caches (a miss goes through sync_to_async once),
    and usage goes to the batch writer. Measured, Django's request cycle alone costs more
-   than this whole handler (docs/routing.md).
+   than this whole handler (docs/routing.md). routing/mount.py puts it in front of Django.
 
 SSE on /api/v1/completions: `event: chunk` ({"delta"}) per piece, then `event: done`
 with the same fields as the JSON answer minus `content`; a failure after the first
@@ -18,31 +18,26 @@ chunk ends the stream with `event: error` carrying the envelope.
 from __future__ import annotations
 
 import asyncio
-import gc
+import itertools
 import json
 import logging
-import itertools
 import secrets
 import time
 from collections.abc import AsyncIterator
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from adrf.views import APIView
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse, StreamingHttpResponse
-
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
-from adrf.views import APIView
 from providers.adapters.base import CompletionRequest, Message
 from providers.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound, Unauthorized
 from routing import openai_wire, router
 from routing.api.base import check_body_size
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer
 from routing.cache import get_snapshot
-from routing.lifespan import on_startup
 from routing.router import Caller, RouteResult, RouteStream, StreamFailed
 from routing.selection import RoutingOptions
 from tenants.authentication import (
@@ -126,7 +121,13 @@ async def api_events(stream: RouteStream, request_id: str) -> AsyncIterator[byte
             if chunk.delta:
                 yield sse("chunk", {"delta": chunk.delta})
         done = answer(
-            request_id, stream.provider_name, stream.model, stream.finish_reason, stream.usage, stream.cost, stream.route()
+            request_id,
+            stream.provider_name,
+            stream.model,
+            stream.finish_reason,
+            stream.usage,
+            stream.cost,
+            stream.route(),
         )
         yield sse("done", done)
     except StreamFailed as exc:
@@ -181,7 +182,9 @@ class CompletionsView(APIView):
         operation_id="completions_create",
         request=CompletionRequestSerializer,
         responses={
-            200: OpenApiResponse(CompletionResponseSerializer, description="JSON, or text/event-stream with stream: true"),
+            200: OpenApiResponse(
+                CompletionResponseSerializer, description="JSON, or text/event-stream with stream: true"
+            ),
             400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
@@ -207,11 +210,15 @@ class CompletionsView(APIView):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
             headers = {**SSE_HEADERS, "X-AxonFlow-Provider": stream.provider_name, "X-Request-Id": caller.request_id}
-            return StreamingHttpResponse(api_events(stream, caller.request_id), content_type="text/event-stream", headers=headers)
+            return StreamingHttpResponse(
+                api_events(stream, caller.request_id), content_type="text/event-stream", headers=headers
+            )
         result = await router.complete(snapshot, completion, options, caller)
         # A plain HttpResponse: DRF's Response would be rendered through another thread hop.
         headers = {"X-AxonFlow-Provider": result.provider_name, "X-Request-Id": caller.request_id}
-        return HttpResponse(_dumps(result_body(result, caller.request_id)), content_type="application/json", headers=headers)
+        return HttpResponse(
+            _dumps(result_body(result, caller.request_id)), content_type="application/json", headers=headers
+        )
 
 
 # --- face 2: the OpenAI-compatible /v1 -------------------------------------------------------
@@ -346,7 +353,9 @@ async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str
         else:
             tail = b""
             if include_usage and stream.usage is not None:
-                tail = openai_wire.usage_event(request_id, created, model, stream.usage.prompt_tokens, stream.usage.completion_tokens)
+                tail = openai_wire.usage_event(
+                    request_id, created, model, stream.usage.prompt_tokens, stream.usage.completion_tokens
+                )
             await send({"type": "http.response.body", "body": tail + openai_wire.DONE_EVENT})
     except StreamFailed as exc:
         await send({"type": "http.response.body", "body": openai_wire.error_event(exc.error)})
@@ -392,68 +401,6 @@ async def openai_app(scope, receive, send) -> None:
     except Exception:
         log.exception("unexpected error serving %s %s", method, path)
         if not started:
-            await send_error(send, AxonFlowError("Internal error; see the server log.", {"request_id": request_id}), request_id)
-
-
-# The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
-# needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
-# messages, htmx, WhiteNoise, the tenant middleware) includes sync-only middleware,
-# which makes Django run every request through a thread and back, and even an
-# async-capable MiddlewareMixin runs its hooks through sync_to_async. Measured, those
-# hops cost more than the completion itself (docs/benchmarks.md).
-
-
-class InlineSecurityMiddleware:
-    """SecurityMiddleware's process_request/process_response (pure header logic, no
-    I/O) called inline on the event loop rather than through sync_to_async."""
-
-    sync_capable, async_capable = False, True
-
-    def __init__(self, get_response):
-        from django.middleware.security import SecurityMiddleware
-
-        self.get_response = get_response
-        self.security = SecurityMiddleware(get_response)
-        markcoroutinefunction(self)
-
-    async def __call__(self, request):
-        response = self.security.process_request(request)
-        if response is None:
-            response = await self.get_response(request)
-        return self.security.process_response(request, response)
-
-
-class APIHandler(ASGIHandler):
-    """Django's ASGI handler for /api/ with InlineSecurityMiddleware as its only middleware."""
-
-    def load_middleware(self, is_async: bool = True) -> None:
-        self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
-        handler = convert_exception_to_response(self._get_response_async)
-        self._middleware_chain = convert_exception_to_response(InlineSecurityMiddleware(handler))
-
-
-@on_startup
-async def freeze_startup_objects() -> None:
-    """Move everything alive after startup (Django, the URLconf, models, adapters: a few
-    hundred thousand objects) out of the cyclic collector's reach. Without this every
-    full collection walked all of them: 20-60 ms pauses, several a second under load,
-    which were the p99 (docs/benchmarks.md). Request garbage is still collected."""
-    gc.collect()
-    gc.freeze()
-
-
-def mount(django_app):
-    """The HTTP application: /v1/* to `openai_app`, /api/* to Django's APIHandler,
-    everything else (console, admin, static) to the full Django application."""
-    api_app = APIHandler()
-
-    async def app(scope, receive, send) -> None:
-        path = scope["path"]
-        if path.startswith("/v1/") or path == "/v1":
-            await openai_app(scope, receive, send)
-        elif path.startswith("/api/"):
-            await api_app(scope, receive, send)
-        else:
-            await django_app(scope, receive, send)
-
-    return app
+            await send_error(
+                send, AxonFlowError("Internal error; see the server log.", {"request_id": request_id}), request_id
+            )

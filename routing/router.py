@@ -120,7 +120,8 @@ def validate_names(snapshot: TenantSnapshot, options: RoutingOptions) -> None:
     if unknown:
         field_name = "preferred_provider" if options.preferred_provider in unknown else "weights"
         raise ValidationFailed(
-            f"Unknown provider name(s): {', '.join(unknown)}.", {"field": field_name, "param": field_name, "names": unknown}
+            f"Unknown provider name(s): {', '.join(unknown)}.",
+            {"field": field_name, "param": field_name, "names": unknown},
         )
 
 
@@ -155,7 +156,9 @@ class Attempts:
             wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
             if wait > 0:
                 self.limited[candidate.id] = wait
-                self.attempts.append(Attempt(config.name, "rate_limited", error="over its rate limit", provider_id=config.pk))
+                self.attempts.append(
+                    Attempt(config.name, "rate_limited", error="over its rate limit", provider_id=config.pk)
+                )
                 if not self.tried_any:
                     # Not a candidate after all (rule 1): draw the first attempt again without it.
                     self.candidates = [c for c in self.candidates if c.id != candidate.id]
@@ -173,7 +176,9 @@ class Attempts:
         latency = _ms(start)
         if isinstance(error, ProviderError):
             attempt = Attempt(config.name, error.outcome, error.status_code, latency, error.message, config.pk)
-            health.record_attempt(self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message)
+            health.record_attempt(
+                self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message
+            )
         else:  # the adapter could not be built from its config
             attempt = Attempt(config.name, error.code, None, latency, error.message, config.pk)
         self.attempts.append(attempt)
@@ -222,7 +227,9 @@ async def complete(
                 break
             continue
         loop.succeeded(config, start)
-        result = RouteResult(response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model))
+        result = RouteResult(
+            response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
+        )
         usage.record_success(caller, request, result, stream=False)
         return result
     error = loop.exhausted()
@@ -275,8 +282,14 @@ class RouteStream:
 
     def _record_failure(self, error: AxonFlowError) -> None:
         usage.record_failure(
-            self.caller, self.request, error, self.attempts, _ms(self.started), stream=True,
-            provider_id=self.config.pk, provider_name=self.config.name,
+            self.caller,
+            self.request,
+            error,
+            self.attempts,
+            _ms(self.started),
+            stream=True,
+            provider_id=self.config.pk,
+            provider_name=self.config.name,
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -296,7 +309,9 @@ class RouteStream:
             pass
         except ProviderError as exc:
             attempt.outcome, attempt.status_code, attempt.error = "stream_error", exc.status_code, exc.message
-            health.record_attempt(self.snapshot.tenant_id, self.config.pk, not provider_at_fault(exc), attempt.latency_ms, exc.message)
+            health.record_attempt(
+                self.snapshot.tenant_id, self.config.pk, not provider_at_fault(exc), attempt.latency_ms, exc.message
+            )
             error = UpstreamFailed(
                 f"{self.config.name} failed in the middle of the stream: {exc.message}",
                 {"attempts": [a.as_dict() for a in self.attempts]},
@@ -357,7 +372,17 @@ async def open_stream(
                 break
             continue
         loop.succeeded(config, start)
-        return RouteStream(config, loop.attempts, first, rest, caller, request, loop.started, snapshot, model=(first.model if first else "") or "")
+        return RouteStream(
+            config,
+            loop.attempts,
+            first,
+            rest,
+            caller,
+            request,
+            loop.started,
+            snapshot,
+            model=(first.model if first else "") or "",
+        )
     error = loop.exhausted()
     usage.record_failure(caller, request, error, loop.attempts, _ms(loop.started), stream=True)
     raise error

@@ -76,7 +76,9 @@ def failover_order(pool: Iterable[tuple[Candidate, float]]) -> list[Candidate]:
     return [c for c, w in sorted(pool, key=lambda cw: (-cw[0].priority, -cw[1], cw[0].name))]
 
 
-def first_choice(pool: Sequence[tuple[Candidate, float]], options: RoutingOptions, rng: random.Random) -> Candidate | None:
+def first_choice(
+    pool: Sequence[tuple[Candidate, float]], options: RoutingOptions, rng: random.Random
+) -> Candidate | None:
     """The first attempt: the preferred provider, else a weighted draw in the top priority."""
     if options.preferred_provider:
         for candidate, _ in pool:
@@ -90,7 +92,9 @@ def first_choice(pool: Sequence[tuple[Candidate, float]], options: RoutingOption
     return weighted_draw([(c, w) for c, w in weighted if c.priority == top], rng)
 
 
-def attempts(candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None) -> Iterator[Candidate]:
+def attempts(
+    candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None
+) -> Iterator[Candidate]:
     """Yield the providers to try, in order (nothing when none is eligible). The failover
     order is computed only if the consumer asks for a second provider."""
     rng = rng or random.Random()

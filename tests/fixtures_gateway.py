@@ -3,9 +3,7 @@ front of Django) served by uvicorn from a background thread on 127.0.0.1, a rand
 port, as in production. Tests using it talk real HTTP, so they need committed data:
 mark them `django_db(transaction=True)`.
 
-    from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
-
-    def test_it(gateway, acme):
+    def test_it(gateway, acme):   # tests/conftest.py loads this module as a plugin
         client = gateway.client(make_token(acme))
 """
 

@@ -81,9 +81,7 @@ def snapshot_of(*specs: dict, store_prompts=False) -> TenantSnapshot:
     for i, spec in enumerate(specs, start=1):
         spec = dict(spec)
         SCRIPTS[spec["name"]] = spec.pop("script", ["hello"])
-        config = ProviderConfig(
-            pk=i, tenant_id=1, type="custom", model="m", settings={"factory": "scripted"}, **spec
-        )
+        config = ProviderConfig(pk=i, tenant_id=1, type="custom", model="m", settings={"factory": "scripted"}, **spec)
         configs.append(config)
     return TenantSnapshot(1, "acme", "enterprise", store_prompts, tuple(configs), time.monotonic() + 60)
 
@@ -111,7 +109,12 @@ async def test_it_returns_the_response_and_the_route():
 
 @pytest.mark.parametrize(
     "failure",
-    [err500(), classify("p", 429, "slow down", {"retry-after": "2"}), ProviderTimeout("p", "t"), ProviderConnectError("p", "c")],
+    [
+        err500(),
+        classify("p", 429, "slow down", {"retry-after": "2"}),
+        ProviderTimeout("p", "t"),
+        ProviderConnectError("p", "c"),
+    ],
     ids=["500", "429", "timeout", "connect"],
 )
 async def test_it_fails_over_on_retryable_errors(failure):

@@ -13,12 +13,11 @@ import httpx
 import pytest
 from django.db.models import Sum
 
-from routing import health, usage
+from routing import health, usage, usage_store
 from routing.metrics import bucket_index
 from routing.models import MetricBucket, UsageRecord
 from tenants.models import ApiToken, TokenScope
 from tests.conftest import make_token
-from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 
 MINUTE = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
 
@@ -27,7 +26,9 @@ def attempt(name, outcome="success", latency=12.0, status=200):
     return {"provider": name, "outcome": outcome, "status_code": status, "latency_ms": latency, "error": ""}
 
 
-def entry(tenant, provider, *, attempts=None, ids=None, status="success", seconds=0, tokens=(10, 4), cost="0.002", token=None):
+def entry(
+    tenant, provider, *, attempts=None, ids=None, status="success", seconds=0, tokens=(10, 4), cost="0.002", token=None
+):
     return usage.Entry(
         tenant.pk, token, provider.pk if provider else None, provider.name if provider else "",
         attempts if attempts is not None else [attempt(provider.name)],
@@ -103,7 +104,7 @@ def test_a_deleted_providers_records_keep_its_name(acme, ab, as_tenant):
 
 def test_a_failed_write_keeps_the_entries_for_the_next_flush(acme, ab, as_tenant, monkeypatch, caplog):
     a, _ = ab
-    real = usage.write_tenant
+    real = usage_store.write_tenant
     calls = []
 
     def flaky(tenant_id, entries):
@@ -112,7 +113,7 @@ def test_a_failed_write_keeps_the_entries_for_the_next_flush(acme, ab, as_tenant
             raise RuntimeError("database went away")
         return real(tenant_id, entries)
 
-    monkeypatch.setattr(usage, "write_tenant", flaky)
+    monkeypatch.setattr(usage_store, "write_tenant", flaky)
     for _ in range(4):
         usage.writer.add(entry(acme, a))
     assert usage.writer.flush() == 0
@@ -124,8 +125,12 @@ def test_a_failed_write_keeps_the_entries_for_the_next_flush(acme, ab, as_tenant
 
 def test_one_tenants_failure_does_not_hold_back_another(acme, globex, ab, make_provider, as_tenant, monkeypatch):
     g = make_provider(globex, name="g")
-    real = usage.write_tenant
-    monkeypatch.setattr(usage, "write_tenant", lambda t, e: (_ for _ in ()).throw(RuntimeError("x")) if t == acme.pk else real(t, e))
+    real = usage_store.write_tenant
+    monkeypatch.setattr(
+        usage_store,
+        "write_tenant",
+        lambda t, e: (_ for _ in ()).throw(RuntimeError("x")) if t == acme.pk else real(t, e),
+    )
     usage.writer.add(entry(acme, ab[0]))
     usage.writer.add(entry(globex, g))
     assert usage.writer.flush() == 1
@@ -170,13 +175,18 @@ CONCURRENCY = 50
 async def burst(url: str, token: str) -> Counter:
     served: Counter = Counter()
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60
+    ) as client:
         queue = iter(range(BURST))
 
         async def worker() -> None:
             for i in queue:
                 if i % 2:
-                    r = await client.post("/v1/chat/completions", json={"model": "auto", "messages": [{"role": "user", "content": f"n{i}"}]})
+                    r = await client.post(
+                        "/v1/chat/completions",
+                        json={"model": "auto", "messages": [{"role": "user", "content": f"n{i}"}]},
+                    )
                     served[(r.status_code, r.headers.get("x-axonflow-provider"))] += 1
                 else:
                     r = await client.post("/api/v1/completions", json={"prompt": f"n{i}"})
@@ -187,7 +197,9 @@ async def burst(url: str, token: str) -> Counter:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_after_a_burst_usage_records_equal_requests_served_per_provider(gateway, acme, make_provider, upstream, as_tenant):
+def test_after_a_burst_usage_records_equal_requests_served_per_provider(
+    gateway, acme, make_provider, upstream, as_tenant
+):
     health.reset()
     make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", weight=70)
     make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222", weight=30)

@@ -22,7 +22,9 @@ from tenants.models import Tenant
 
 
 class WeightsSerializer(serializers.Serializer):
-    weights = serializers.DictField(child=serializers.IntegerField(min_value=0, max_value=100), help_text="{provider name: 0-100}")
+    weights = serializers.DictField(
+        child=serializers.IntegerField(min_value=0, max_value=100), help_text="{provider name: 0-100}"
+    )
 
 
 def weights_of(tenant_id: int) -> dict:
@@ -51,7 +53,9 @@ class WeightsView(TenantAPIView):
         configs = {c.name: c for c in ProviderConfig.objects.filter(tenant_id=self.tenant_id, name__in=list(wanted))}
         unknown = sorted(set(wanted) - set(configs))
         if unknown:
-            raise ValidationFailed(f"Unknown provider name(s): {', '.join(unknown)}.", {"field": "weights", "names": unknown})
+            raise ValidationFailed(
+                f"Unknown provider name(s): {', '.join(unknown)}.", {"field": "weights", "names": unknown}
+            )
         tenant = Tenant.objects.get(pk=self.tenant_id)
         cleaned = {}
         for name, weight in wanted.items():
@@ -60,7 +64,9 @@ class WeightsView(TenantAPIView):
             try:
                 cleaned[name] = validate_provider_config(tenant, {"weight": weight}, configs[name])
             except ValidationFailed as exc:
-                raise ValidationFailed(f"weights.{name}: {exc.message.partition(': ')[2]}", {"field": "weights", "name": name}) from None
+                raise ValidationFailed(
+                    f"weights.{name}: {exc.message.partition(': ')[2]}", {"field": "weights", "name": name}
+                ) from None
         for name, values in cleaned.items():
             apply_provider_config(configs[name], values).save(update_fields=["weight", "updated"])
         return Response(weights_of(self.tenant_id))

@@ -11,7 +11,6 @@ from routing import health, usage
 from routing.models import UsageRecord
 from tenants.models import TokenScope
 from tests.conftest import make_token
-from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/completions"
@@ -102,7 +101,9 @@ def test_disable_failover_with_the_failing_provider_preferred_gives_502_with_the
     assert r.status_code == 502
     error = r.json()["error"]
     assert error["code"] == "upstream_error"
-    assert [(a["provider"], a["outcome"], a["status_code"]) for a in error["details"]["attempts"]] == [("b", "http_503", 503)]
+    assert [(a["provider"], a["outcome"], a["status_code"]) for a in error["details"]["attempts"]] == [
+        ("b", "http_503", 503)
+    ]
     assert upstream.counts("a") == {}
 
 

@@ -15,7 +15,6 @@ from routing.models import UsageRecord
 from tenants.models import TokenScope
 from tenants.rls import tenant_context
 from tests.conftest import make_token
-from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHAT = "/v1/chat/completions"
@@ -100,7 +99,9 @@ def test_a_stream_fails_over_before_the_first_byte(client, two, upstream):
 
 def test_a_stream_broken_midway_raises_in_the_client_instead_of_truncating(client, two, upstream, acme):
     upstream.configure("a", failure_rate=1.0, failure_kind="cut", cut_after=2)
-    stream = client.chat.completions.create(model="a", messages=[{"role": "user", "content": "a b c d e f"}], stream=True)
+    stream = client.chat.completions.create(
+        model="a", messages=[{"role": "user", "content": "a b c d e f"}], stream=True
+    )
     received = []
     with pytest.raises(openai.APIError) as info:
         for chunk in stream:
@@ -117,10 +118,18 @@ def test_a_stream_broken_midway_raises_in_the_client_instead_of_truncating(clien
         ("none", {"model": "auto"}, openai.InternalServerError, 503, "no_healthy_provider"),
         ("two", {"model": "nope"}, openai.NotFoundError, 404, "provider_not_found"),
         ("two", {"model": "auto", "temperature": 9}, openai.BadRequestError, 400, "validation_error"),
-        ("failing", {"model": "a", "extra_body": {"disable_failover": True}}, openai.InternalServerError, 502, "upstream_error"),
+        (
+            "failing",
+            {"model": "a", "extra_body": {"disable_failover": True}},
+            openai.InternalServerError,
+            502,
+            "upstream_error",
+        ),
     ],
 )
-def test_our_error_envelope_reaches_the_client_as_an_api_status_error(request, client, upstream, setup, kwargs, exc, status, code):
+def test_our_error_envelope_reaches_the_client_as_an_api_status_error(
+    request, client, upstream, setup, kwargs, exc, status, code
+):
     if setup in ("two", "failing"):
         request.getfixturevalue("two")
     if setup == "failing":
@@ -170,7 +179,12 @@ BAD_INPUT = [
     ({"model": "auto", "messages": "hello"}, 400, "validation_error", "messages"),
     ({"model": "auto", "messages": [{"role": "tool", "content": "x"}]}, 400, "validation_error", "messages[0].role"),
     ({"model": "auto", "messages": [{"role": "user", "content": 5}]}, 400, "validation_error", "messages[0].content"),
-    ({"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "validation_error", "messages[0].content"),
+    (
+        {"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "validation_error",
+        "messages[0].content",
+    ),
     ({"model": "auto", "messages": [{"role": "system", "content": "only"}]}, 400, "validation_error", "messages"),
     ({"model": "auto", "messages": HELLO, "n": 2}, 400, "validation_error", "n"),
     ({"model": "auto", "messages": HELLO, "temperature": "hot"}, 400, "validation_error", "temperature"),
@@ -203,7 +217,9 @@ def test_bad_input_gets_a_4xx_envelope_and_nothing_is_routed(http, two, upstream
 
 
 def test_a_huge_body_is_refused_with_413(http, two, upstream, settings):
-    big = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "x" * (settings.AXONFLOW_MAX_BODY_BYTES + 1)}]})
+    big = json.dumps(
+        {"model": "auto", "messages": [{"role": "user", "content": "x" * (settings.AXONFLOW_MAX_BODY_BYTES + 1)}]}
+    )
     r = http.post(CHAT, content=big)
     assert r.status_code == 413 and r.json()["error"]["code"] == "validation_error"
     assert upstream.stats() == {}
@@ -221,7 +237,9 @@ def test_a_huge_chunked_body_is_refused_too(http, two, upstream, settings):
     assert upstream.stats() == {}
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [("GET", CHAT, 405), ("POST", "/v1/models", 405), ("GET", "/v1/nothing", 404)])
+@pytest.mark.parametrize(
+    ("method", "path", "status"), [("GET", CHAT, 405), ("POST", "/v1/models", 405), ("GET", "/v1/nothing", 404)]
+)
 def test_unknown_routes_and_methods_get_the_envelope(http, method, path, status):
     r = http.request(method, path)
     assert r.status_code == status and r.json()["error"]["type"] == "invalid_request_error"
@@ -248,8 +266,12 @@ def queries(monkeypatch):
     the per-connection CaptureQueriesContext would miss them)."""
     seen: list[str] = []
     execute, executemany = CursorWrapper.execute, CursorWrapper.executemany
-    monkeypatch.setattr(CursorWrapper, "execute", lambda self, sql, params=None: (seen.append(sql), execute(self, sql, params))[1])
-    monkeypatch.setattr(CursorWrapper, "executemany", lambda self, sql, p: (seen.append(sql), executemany(self, sql, p))[1])
+    monkeypatch.setattr(
+        CursorWrapper, "execute", lambda self, sql, params=None: (seen.append(sql), execute(self, sql, params))[1]
+    )
+    monkeypatch.setattr(
+        CursorWrapper, "executemany", lambda self, sql, p: (seen.append(sql), executemany(self, sql, p))[1]
+    )
     return seen
 
 

@@ -43,7 +43,9 @@ def log(acme, globex, make_provider, as_tenant):
         )
     g = make_provider(globex, name="a")
     with as_tenant(globex):
-        UsageRecord.objects.create(**{f: getattr(rec(globex, g, 0), f) for f in ("tenant", "provider", "provider_name", "status", "created")})
+        UsageRecord.objects.create(
+            **{f: getattr(rec(globex, g, 0), f) for f in ("tenant", "provider", "provider_name", "status", "created")}
+        )
     return token, other
 
 
@@ -99,7 +101,16 @@ def test_it_paginates_and_totals_cover_every_page(acme_api, log):
 
 @pytest.mark.parametrize(
     "query",
-    ["status=ok", "since=yesterday", "until=2026-13-01", "limit=0", "limit=501", "limit=ten", "offset=-1", "colour=red"],
+    [
+        "status=ok",
+        "since=yesterday",
+        "until=2026-13-01",
+        "limit=0",
+        "limit=501",
+        "limit=ten",
+        "offset=-1",
+        "colour=red",
+    ],
 )
 def test_it_rejects_bad_filters(acme_api, log, query):
     r = acme_api.get(f"{URL}?{query}")

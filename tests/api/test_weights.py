@@ -8,7 +8,6 @@ from providers.models import ProviderConfig
 from routing import health
 from tenants.models import TokenScope
 from tests.conftest import ApiClient, make_token
-from tests.fixtures_gateway import gateway  # noqa: F401  (fixture)
 
 URL = "/api/v1/routing/weights/"
 

@@ -1,0 +1,83 @@
+"""What serves which path: the HTTP application axonflow_site/asgi.py installs.
+
+    /v1/*    routing.completions.openai_app (the lean OpenAI-compatible handler)
+    /api/*   Django, through APIHandler: the REST API without the console's middleware
+    else     Django with settings.MIDDLEWARE (console, admin, static files)
+
+Plus a startup hook that takes the objects alive after startup out of the cyclic
+garbage collector's reach.
+"""
+
+from __future__ import annotations
+
+import gc
+
+from asgiref.sync import markcoroutinefunction
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+
+from routing.completions import openai_app
+from routing.lifespan import on_startup
+
+# The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
+# needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
+# messages, htmx, WhiteNoise, the tenant middleware) includes sync-only middleware,
+# which makes Django run every request through a thread and back, and even an
+# async-capable MiddlewareMixin runs its hooks through sync_to_async. Measured, those
+# hops cost more than the completion itself (docs/benchmarks.md).
+
+
+class InlineSecurityMiddleware:
+    """SecurityMiddleware's process_request/process_response (pure header logic, no
+    I/O) called inline on the event loop rather than through sync_to_async."""
+
+    sync_capable, async_capable = False, True
+
+    def __init__(self, get_response):
+        from django.middleware.security import SecurityMiddleware
+
+        self.get_response = get_response
+        self.security = SecurityMiddleware(get_response)
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        response = self.security.process_request(request)
+        if response is None:
+            response = await self.get_response(request)
+        return self.security.process_response(request, response)
+
+
+class APIHandler(ASGIHandler):
+    """Django's ASGI handler for /api/ with InlineSecurityMiddleware as its only middleware."""
+
+    def load_middleware(self, is_async: bool = True) -> None:
+        self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
+        handler = convert_exception_to_response(self._get_response_async)
+        self._middleware_chain = convert_exception_to_response(InlineSecurityMiddleware(handler))
+
+
+@on_startup
+async def freeze_startup_objects() -> None:
+    """Move everything alive after startup (Django, the URLconf, models, adapters: a few
+    hundred thousand objects) out of the cyclic collector's reach. Without this every
+    full collection walked all of them: 20-60 ms pauses, several a second under load,
+    which were the p99 (docs/benchmarks.md). Request garbage is still collected."""
+    gc.collect()
+    gc.freeze()
+
+
+def mount(django_app):
+    """The HTTP application: /v1/* to `openai_app`, /api/* to Django's APIHandler,
+    everything else (console, admin, static) to the full Django application."""
+    api_app = APIHandler()
+
+    async def app(scope, receive, send) -> None:
+        path = scope["path"]
+        if path.startswith("/v1/") or path == "/v1":
+            await openai_app(scope, receive, send)
+        elif path.startswith("/api/"):
+            await api_app(scope, receive, send)
+        else:
+            await django_app(scope, receive, send)
+
+    return app

@@ -326,3 +326,13 @@ def test_with_warm_caches_a_completion_runs_no_query(
     with django_assert_num_queries(0):
         for _ in range(3):
             assert acme_completions_api.post(URL, {"prompt": "hi"}).status_code == 200
+
+
+def test_the_api_keeps_the_security_headers_and_the_console_its_full_middleware(api, two, gateway):
+    r = api.post(URL, json={"prompt": "hi"})
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "set-cookie" not in r.headers  # no session or CSRF machinery on the token API
+    with gateway.client() as browser:
+        page = browser.get("/login/")
+    assert page.status_code == 200
+    assert page.headers["X-Frame-Options"] == "DENY" and "csrftoken" in page.headers["set-cookie"]

@@ -11,13 +11,16 @@ garbage collector's reach.
 from __future__ import annotations
 
 import gc
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 
 from routing.completions import openai_app
 from routing.lifespan import on_startup
+
+MAX_IDLE_THREADS = 256  # sync-work threads kept for /api/ requests (one per concurrent request)
 
 # The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
 # needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
@@ -48,12 +51,39 @@ class InlineSecurityMiddleware:
 
 
 class APIHandler(ASGIHandler):
-    """Django's ASGI handler for /api/ with InlineSecurityMiddleware as its only middleware."""
+    """Django's ASGI handler for /api/: InlineSecurityMiddleware as its only middleware,
+    and a reused thread for each request's sync work.
+
+    Django gives every request a ThreadSensitiveContext, whose sync work (the
+    request_started and request_finished receivers, response.close(), sync views, ORM
+    calls) runs on a thread created for that request and joined by yet another new
+    thread afterwards. Here each request borrows a single-thread executor from a pool
+    and returns it: the same one-thread-per-request guarantee (a request's transaction
+    stays on its thread), with the threads kept, as a WSGI server keeps its workers.
+    Connections on them follow CONN_MAX_AGE through request_started/finished as usual.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
 
     def load_middleware(self, is_async: bool = True) -> None:
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
         handler = convert_exception_to_response(self._get_response_async)
         self._middleware_chain = convert_exception_to_response(InlineSecurityMiddleware(handler))
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        executor = self._idle.pop() if self._idle else ThreadPoolExecutor(1, thread_name_prefix="api-sync")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < MAX_IDLE_THREADS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
 
 
 @on_startup

@@ -16,6 +16,7 @@ from botocore.eventstream import EventStreamBuffer
 
 from providers.adapters import aws, bedrock
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
+from providers.adapters.http import Clocks
 from providers.errors import InvalidConfig
 from providers.fake_upstream import bedrock as fake_bedrock
 from providers.pricing import actual_cost
@@ -392,7 +393,7 @@ def test_from_wire_rejects_bodies_without_an_output_message(body):
 
 
 def test_the_error_type_header_decides_retryability_and_drops_its_namespace():
-    call = bedrock.BedrockCall("br", bedrock.Clocks.for_timeout(5))
+    call = bedrock.BedrockCall("br", Clocks.for_timeout(5))
     header = {"x-amzn-ErrorType": "ModelNotReadyException:http://internal.amazon.com/coral/com.amazon.bedrock/"}
     error = call.error_for(429, b'{"message": "Model is loading"}', header)
 
@@ -401,7 +402,7 @@ def test_the_error_type_header_decides_retryability_and_drops_its_namespace():
 
 def test_an_expired_token_forgets_the_cached_credentials():
     aws._chain["cached"] = object()
-    call = bedrock.BedrockCall("br", bedrock.Clocks.for_timeout(5))
+    call = bedrock.BedrockCall("br", Clocks.for_timeout(5))
     error = call.error_for(403, b'{"message": "expired"}', {"x-amzn-ErrorType": "ExpiredTokenException"})
 
     assert not error.retryable

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,9 +29,9 @@ from providers.adapters.base import (
     ProviderError,
     Usage,
     classify,
+    invalid_setting,
 )
-from providers.adapters.http import Call, Clocks, error_message, sse_events
-from providers.errors import InvalidConfig
+from providers.adapters.http import Call, error_message, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -67,15 +66,15 @@ class Settings:
         """Raises InvalidConfig naming the bad field."""
         version = raw.get("anthropic_version") or API_VERSION
         if not isinstance(version, str) or not version.replace("-", "").isdigit():
-            raise InvalidConfig("settings.anthropic_version must look like 2023-06-01.", {"field": "settings"})
+            raise invalid_setting("settings.anthropic_version must look like 2023-06-01.")
         beta = raw.get("beta") or []
         if isinstance(beta, str):
             beta = [beta]
         if not isinstance(beta, list) or not all(isinstance(b, str) and b and "," not in b for b in beta):
-            raise InvalidConfig("settings.beta must be a list of beta flag names.", {"field": "settings"})
+            raise invalid_setting("settings.beta must be a list of beta flag names.")
         max_tokens = raw.get("max_tokens", DEFAULT_MAX_TOKENS)
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise InvalidConfig("settings.max_tokens must be a positive integer.", {"field": "settings"})
+            raise invalid_setting("settings.max_tokens must be a positive integer.")
         return cls(anthropic_version=version, beta=tuple(beta), max_tokens=max_tokens)
 
 
@@ -213,11 +212,12 @@ class AnthropicProvider(BaseProvider):
     """Adapter for the Anthropic API."""
 
     type = "anthropic"
+    settings_class = Settings
+    call_class = AnthropicCall
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)
-        self.settings = Settings.parse(self.options)
-        self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = self.base_url_or(DEFAULT_BASE_URL)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(streaming=True, system_prompt=True, stop_sequences=True)
@@ -233,32 +233,17 @@ class AnthropicProvider(BaseProvider):
             headers["anthropic-beta"] = ",".join(self.settings.beta)
         return headers
 
-    def _call(self) -> AnthropicCall:
-        return AnthropicCall(self.name, Clocks.for_timeout(self.timeout, self.options))
-
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         body = to_wire(request, self.model_for(request), self.settings)
-        data = await self._call().request_json("POST", self.base_url + MESSAGES_PATH, self.headers(), json_body=body)
-        response = from_wire(data, self.name)
-        response.model = response.model or body["model"]
-        return response
+        return await self.post_json(self.base_url + MESSAGES_PATH, self.headers(), body, from_wire, body["model"])
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         body = to_wire(request, self.model_for(request), self.settings, stream=True)
-        call = self._call()
-        url = self.base_url + MESSAGES_PATH
-        response = await call.open("POST", url, self.headers("text/event-stream"), json_body=body)
-        async for chunk in parse_stream(sse_events(call.lines(response)), self.name):
+        lines = await self.open_lines(self.base_url + MESSAGES_PATH, self.headers("text/event-stream"), body)
+        async for chunk in parse_stream(sse_events(lines), self.name):
             yield chunk
 
     async def health_check(self) -> HealthProbe:
         """GET /v1/models?limit=1: authenticated, generates nothing, costs nothing."""
-        started = time.monotonic()
-        try:
-            url = f"{self.base_url}{MODELS_PATH}?limit=1"
-            data = await self._call().request_json("GET", url, self.headers())
-            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-                raise MalformedResponse(self.name, "the model list is not a list", 200)
-        except ProviderError as exc:
-            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
-        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+        url = f"{self.base_url}{MODELS_PATH}?limit=1"
+        return await self.probe_list(url, self.headers(), "data", "the model list is not a list")

@@ -7,15 +7,18 @@ router whether to fail over (SPEC §2 rule 4).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from providers import secrets
+from providers.errors import InvalidConfig
 
 if TYPE_CHECKING:
+    from providers.adapters.http import Call
     from providers.models import ProviderConfig
 
 
@@ -187,6 +190,32 @@ def classify(provider: str, status: int, message: str, headers: Mapping[str, str
     )
 
 
+def invalid_setting(message: str) -> InvalidConfig:
+    """The InvalidConfig every adapter's Settings.parse raises for a bad `settings` entry."""
+    return InvalidConfig(message, {"field": "settings"})
+
+
+async def timed_probe(check: Callable[[], Awaitable[Any]]) -> HealthProbe:
+    """Run one health check and time it.
+
+    ok (status 200) when `check` returns; not ok, with the error's scrubbed message and
+    status, when it raises a ProviderError. Anything else propagates (the monitor turns
+    it into a failed probe and logs it as an adapter bug)."""
+    started = time.monotonic()
+    try:
+        await check()
+    except ProviderError as exc:
+        return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
+    return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+
+
+def require_list(body: Any, key: str, provider: str, message: str, *, optional: bool = False) -> None:
+    """Raise MalformedResponse(message, 200) unless `body` is an object with a list
+    under `key` (or, when `optional`, without `key` at all)."""
+    if not isinstance(body, dict) or not isinstance(body.get(key, [] if optional else None), list):
+        raise MalformedResponse(provider, message, 200)
+
+
 # --- the interface ---------------------------------------------------------------------
 
 
@@ -211,11 +240,16 @@ class BaseProvider:
     """Shared plumbing for adapters built from a ProviderConfig.
 
     Subclasses set `type` and implement complete/stream/health_check. The key is
-    resolved lazily (and cached by providers.secrets), so building is cheap.
+    resolved lazily (and cached by providers.secrets), so building is cheap. A
+    `settings_class` (a dataclass with `parse(raw)` raising InvalidConfig) is parsed
+    from `config.settings` into `self.settings` at build time; `call_class` is the
+    http.Call subclass reading the provider's error shape (http.Call when None).
     """
 
     type = ""
     supports_streaming = True
+    settings_class: ClassVar[Any] = None
+    call_class: ClassVar[type[Call] | None] = None
 
     def __init__(self, config: ProviderConfig):
         self.config = config
@@ -223,6 +257,57 @@ class BaseProvider:
         self.model = config.model
         self.timeout = float(config.timeout_seconds or 30)
         self.options: Mapping[str, Any] = config.settings or {}
+        self.settings = self.settings_class.parse(self.options) if self.settings_class else None
+
+    def base_url_or(self, default: str | None) -> str:
+        """config.base_url, else `default`, without a trailing slash.
+
+        Raises InvalidConfig when neither is set."""
+        base_url = self.config.base_url or default
+        if not base_url:
+            raise InvalidConfig(f"Provider '{self.name}' needs a base_url.", {"field": "base_url"})
+        return base_url.rstrip("/")
+
+    def _call(self) -> Call:
+        """A new attempt under this config's four clocks (http.Clocks.for_timeout)."""
+        from providers.adapters.http import Call, Clocks  # http imports this module
+
+        return (self.call_class or Call)(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def post_json(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: Any,
+        parse: Callable[[Any, str], CompletionResponse],
+        model: str,
+    ) -> CompletionResponse:
+        """POST `body` as JSON and return `parse(answer, self.name)`, naming `model` when
+        the upstream's answer names none. Raises ProviderError (from the call or parse)."""
+        data = await self._call().request_json("POST", url, headers, json_body=body)
+        response = parse(data, self.name)
+        response.model = response.model or model
+        return response
+
+    async def open_lines(self, url: str, headers: Mapping[str, str], body: Any) -> AsyncIterator[bytes]:
+        """POST `body` and return the streamed answer's lines (http.Call.lines) once the
+        headers are in. Raises ProviderError for a refused or failed request."""
+        call = self._call()
+        response = await call.open("POST", url, headers, json_body=body)
+        return call.lines(response)
+
+    async def probe_list(
+        self, url: str, headers: Mapping[str, str], key: str, message: str, *, optional: bool = False
+    ) -> HealthProbe:
+        """The timed probe of a GET listing (models, tags): ok when the answer is an
+        object holding a list under `key` (see require_list)."""
+
+        async def check() -> None:
+            require_list(
+                await self._call().request_json("GET", url, headers), key, self.name, message, optional=optional
+            )
+
+        return await timed_probe(check)
 
     @property
     def api_key(self) -> str:

@@ -27,7 +27,6 @@ provider raises InvalidConfig.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -47,8 +46,11 @@ from providers.adapters.base import (
     ProviderError,
     Usage,
     classify,
+    invalid_setting,
+    require_list,
+    timed_probe,
 )
-from providers.adapters.http import Call, Clocks, error_message
+from providers.adapters.http import Call, error_message
 from providers.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -105,9 +107,9 @@ class Settings:
             ("aws_access_key_id", ""), ("profile", ""), ("health_probe", "list_models"))}  # fmt: skip
         for name, value in values.items():
             if not isinstance(value, str):
-                raise InvalidConfig(f"settings.{name} must be a string.", {"field": "settings"})
+                raise invalid_setting(f"settings.{name} must be a string.")
         if values["health_probe"] not in HEALTH_PROBES:
-            raise InvalidConfig("settings.health_probe must be list_models or converse.", {"field": "settings"})
+            raise invalid_setting("settings.health_probe must be list_models or converse.")
         return cls(**values)
 
 
@@ -252,6 +254,8 @@ class BedrockProvider(BaseProvider):
     """Adapter for Bedrock's Converse API in one AWS region."""
 
     type = "bedrock"
+    settings_class = Settings
+    call_class = BedrockCall
 
     def __init__(self, config: ProviderConfig):
         if not aws.HAVE_BOTOCORE:
@@ -259,13 +263,9 @@ class BedrockProvider(BaseProvider):
                 "The bedrock provider needs botocore: pip install 'axonflow[bedrock]'.", {"provider_type": "bedrock"}
             )
         super().__init__(config)
-        self.settings = Settings.parse(self.options)
         self.region = config.region or "us-east-1"
-        self.base_url = (config.base_url or RUNTIME_URL.format(region=self.region)).rstrip("/")
-        self.control_url = (config.base_url or CONTROL_URL.format(region=self.region)).rstrip("/")
-
-    def _call(self) -> BedrockCall:
-        return BedrockCall(self.name, Clocks.for_timeout(self.timeout, self.options))
+        self.base_url = self.base_url_or(RUNTIME_URL.format(region=self.region))
+        self.control_url = self.base_url_or(CONTROL_URL.format(region=self.region))
 
     async def _send(self, call: Call, method: str, url: str, body: dict | None, accept: str):
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
@@ -301,16 +301,12 @@ class BedrockProvider(BaseProvider):
 
     async def health_check(self) -> HealthProbe:
         """A signed ListFoundationModels call (or a one-token Converse, see Settings)."""
-        started = time.monotonic()
-        try:
-            if self.settings.health_probe == "converse":
-                await self.complete(CompletionRequest(messages=[Message("user", "ping")], max_tokens=1))
-            else:
-                call = self._call()
-                response = await self._send(call, "GET", self.control_url + LIST_MODELS, None, "application/json")
-                data = await call.read_json(response)
-                if not isinstance(data, dict) or not isinstance(data.get("modelSummaries", []), list):
-                    raise MalformedResponse(self.name, "the model list is not a JSON object", 200)
-        except ProviderError as exc:
-            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
-        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+        if self.settings.health_probe == "converse":
+            return await timed_probe(lambda: self.complete(CompletionRequest([Message("user", "ping")], max_tokens=1)))
+        return await timed_probe(self._list_models)
+
+    async def _list_models(self) -> None:
+        call = self._call()
+        response = await self._send(call, "GET", self.control_url + LIST_MODELS, None, "application/json")
+        message = "the model list is not a JSON object"
+        require_list(await call.read_json(response), "modelSummaries", self.name, message, optional=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from providers.adapters import openai
-from providers.errors import InvalidConfig
+from providers.adapters.base import invalid_setting
 
 # RFC 9110 token characters for header names.
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
@@ -29,19 +29,15 @@ DEFAULT_AUTH_HEADER = "Authorization"
 DEFAULT_AUTH_SCHEME = "Bearer"
 
 
-def _invalid(message: str) -> InvalidConfig:
-    return InvalidConfig(message, {"field": "settings"})
-
-
 def _header_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not HEADER_NAME_RE.match(name) or name.lower() in RESERVED_HEADERS:
-        raise _invalid(f"settings.{what} must be a valid, non-reserved HTTP header name.")
+        raise invalid_setting(f"settings.{what} must be a valid, non-reserved HTTP header name.")
     return name
 
 
 def _header_value(value: Any, what: str) -> str:
     if not isinstance(value, str) or "\r" in value or "\n" in value or len(value) > 4000:
-        raise _invalid(f"settings.{what} must be a single-line string.")
+        raise invalid_setting(f"settings.{what} must be a single-line string.")
     return value
 
 
@@ -63,14 +59,14 @@ class Settings(openai.Settings):
         """Raises InvalidConfig naming the bad field."""
         extra = raw.get("headers") or {}
         if not isinstance(extra, dict):
-            raise _invalid("settings.headers must be an object of header names to values.")
+            raise invalid_setting("settings.headers must be an object of header names to values.")
         headers = tuple((_header_name(k, "headers"), _header_value(v, f"headers.{k}")) for k, v in extra.items())
         scheme = raw.get("auth_scheme", DEFAULT_AUTH_SCHEME)
         if not isinstance(scheme, str) or not re.fullmatch(r"[A-Za-z0-9_-]{0,40}", scheme):
-            raise _invalid("settings.auth_scheme must be a word such as Bearer, or empty.")
+            raise invalid_setting("settings.auth_scheme must be a word such as Bearer, or empty.")
         health_path = raw.get("health_path", openai.MODELS_PATH)
         if not isinstance(health_path, str) or not re.fullmatch(r"/[A-Za-z0-9._~/-]{0,200}", health_path):
-            raise _invalid("settings.health_path must be a path starting with /.")
+            raise invalid_setting("settings.health_path must be a path starting with /.")
         return cls(
             **cls.parse_fields(raw),
             headers=headers,

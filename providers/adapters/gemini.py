@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,9 +33,9 @@ from providers.adapters.base import (
     ProviderError,
     Usage,
     classify,
+    invalid_setting,
 )
-from providers.adapters.http import Call, Clocks, sse_events
-from providers.errors import InvalidConfig
+from providers.adapters.http import Call, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -77,10 +76,10 @@ class Settings:
         """Raises InvalidConfig naming the bad field."""
         version = raw.get("api_version", API_VERSION)
         if not isinstance(version, str) or not re.fullmatch(r"v\d+(alpha|beta)?\d*", version):
-            raise InvalidConfig("settings.api_version must look like v1beta or v1.", {"field": "settings"})
+            raise invalid_setting("settings.api_version must look like v1beta or v1.")
         safety = raw.get("safety_settings") or []
         if not isinstance(safety, list) or not all(isinstance(s, dict) for s in safety):
-            raise InvalidConfig("settings.safety_settings must be a list of objects.", {"field": "settings"})
+            raise invalid_setting("settings.safety_settings must be a list of objects.")
         return cls(api_version=version, safety_settings=tuple(safety))
 
 
@@ -252,11 +251,12 @@ class GeminiProvider(BaseProvider):
     """Adapter for the Gemini API with an API key (Google AI Studio)."""
 
     type = "gemini"
+    settings_class = Settings
+    call_class = GeminiCall
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)
-        self.settings = Settings.parse(self.options)
-        self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = self.base_url_or(DEFAULT_BASE_URL)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(streaming=True, max_stop_sequences=MAX_STOP_SEQUENCES)
@@ -268,34 +268,18 @@ class GeminiProvider(BaseProvider):
     def _headers(self, accept: str = "application/json") -> dict[str, str]:
         return {"Content-Type": "application/json", "Accept": accept, KEY_HEADER: self.api_key}
 
-    def _call(self) -> GeminiCall:
-        return GeminiCall(self.name, Clocks.for_timeout(self.timeout, self.options))
-
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         model = self.model_for(request)
-        data = await self._call().request_json(
-            "POST", self._url(GENERATE, model), self._headers(), json_body=to_wire(request, self.settings)
-        )
-        response = from_wire(data, self.name)
-        response.model = response.model or model
-        return response
+        url = self._url(GENERATE, model)
+        return await self.post_json(url, self._headers(), to_wire(request, self.settings), from_wire, model)
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
-        call = self._call()
         url = self._url(STREAM, self.model_for(request))
-        response = await call.open(
-            "POST", url, self._headers("text/event-stream"), json_body=to_wire(request, self.settings)
-        )
-        async for chunk in parse_stream(sse_events(call.lines(response)), self.name):
+        lines = await self.open_lines(url, self._headers("text/event-stream"), to_wire(request, self.settings))
+        async for chunk in parse_stream(sse_events(lines), self.name):
             yield chunk
 
     async def health_check(self) -> HealthProbe:
         """GET /v1beta/models with the key: proves the key is valid and the API reachable."""
-        started = time.monotonic()
-        try:
-            data = await self._call().request_json("GET", self._url(MODELS), self._headers())
-            if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
-                raise MalformedResponse(self.name, "the model list is not a JSON object", 200)
-        except ProviderError as exc:
-            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
-        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+        message = "the model list is not a JSON object"
+        return await self.probe_list(self._url(MODELS), self._headers(), "models", message, optional=True)

@@ -13,7 +13,6 @@ or ollama.com's hosted API), it is sent as `Authorization: Bearer`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,9 +26,9 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    invalid_setting,
 )
-from providers.adapters.http import Call, Clocks, ndjson
-from providers.errors import InvalidConfig
+from providers.adapters.http import ndjson
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -53,13 +52,13 @@ class Settings:
         """Raises InvalidConfig naming the bad field."""
         keep_alive = raw.get("keep_alive")
         if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
-            raise InvalidConfig("settings.keep_alive must be a duration string or seconds.", {"field": "settings"})
+            raise invalid_setting("settings.keep_alive must be a duration string or seconds.")
         num_ctx = raw.get("num_ctx")
         if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx <= 0):
-            raise InvalidConfig("settings.num_ctx must be a positive integer.", {"field": "settings"})
+            raise invalid_setting("settings.num_ctx must be a positive integer.")
         options = raw.get("options") or {}
         if not isinstance(options, dict):
-            raise InvalidConfig("settings.options must be an object.", {"field": "settings"})
+            raise invalid_setting("settings.options must be an object.")
         return cls(keep_alive=keep_alive, num_ctx=num_ctx, options=dict(options))
 
 
@@ -139,11 +138,11 @@ class OllamaProvider(BaseProvider):
     """Adapter for an Ollama server (or an Ollama-compatible proxy)."""
 
     type = "ollama"
+    settings_class = Settings
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)
-        self.settings = Settings.parse(self.options)
-        self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = self.base_url_or(DEFAULT_BASE_URL)
 
     def _headers(self, accept: str = "application/json") -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": accept}
@@ -152,32 +151,17 @@ class OllamaProvider(BaseProvider):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _call(self) -> Call:
-        return Call(self.name, Clocks.for_timeout(self.timeout, self.options))
-
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         body = to_wire(request, self.model_for(request), self.settings, stream=False)
-        data = await self._call().request_json("POST", self.base_url + CHAT_PATH, self._headers(), json_body=body)
-        response = from_wire(data, self.name)
-        response.model = response.model or body["model"]
-        return response
+        return await self.post_json(self.base_url + CHAT_PATH, self._headers(), body, from_wire, body["model"])
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         body = to_wire(request, self.model_for(request), self.settings, stream=True)
-        call = self._call()
-        response = await call.open(
-            "POST", self.base_url + CHAT_PATH, self._headers("application/x-ndjson"), json_body=body
-        )
-        async for chunk in parse_stream(ndjson(call.lines(response), self.name), self.name):
+        lines = await self.open_lines(self.base_url + CHAT_PATH, self._headers("application/x-ndjson"), body)
+        async for chunk in parse_stream(ndjson(lines, self.name), self.name):
             yield chunk
 
     async def health_check(self) -> HealthProbe:
         """GET /api/tags: the server answers with its model list (no model is loaded)."""
-        started = time.monotonic()
-        try:
-            data = await self._call().request_json("GET", self.base_url + TAGS_PATH, self._headers())
-            if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-                raise MalformedResponse(self.name, "/api/tags did not return a model list", 200)
-        except ProviderError as exc:
-            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
-        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+        url = self.base_url + TAGS_PATH
+        return await self.probe_list(url, self._headers(), "models", "/api/tags did not return a model list")

@@ -17,7 +17,6 @@ client's base_url does, so OpenAI-compatible servers plug in with their own pref
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -31,9 +30,9 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    invalid_setting,
 )
-from providers.adapters.http import Call, Clocks, sse_events
-from providers.errors import InvalidConfig
+from providers.adapters.http import sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -50,7 +49,7 @@ MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
 def _text_setting(raw: Mapping[str, Any], name: str) -> str:
     value = raw.get(name) or ""
     if not isinstance(value, str) or "\n" in value or "\r" in value:
-        raise InvalidConfig(f"settings.{name} must be a single-line string.", {"field": "settings"})
+        raise invalid_setting(f"settings.{name} must be a single-line string.")
     return value
 
 
@@ -75,12 +74,10 @@ class Settings:
         defaults = {f.name: f.default for f in fields(cls)}
         field_name = raw.get("max_tokens_field", defaults["max_tokens_field"])
         if field_name not in MAX_TOKENS_FIELDS:
-            raise InvalidConfig(
-                f"settings.max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}.", {"field": "settings"}
-            )
+            raise invalid_setting(f"settings.max_tokens_field must be one of {', '.join(MAX_TOKENS_FIELDS)}.")
         stream_usage = raw.get("stream_usage", defaults["stream_usage"])
         if not isinstance(stream_usage, bool):
-            raise InvalidConfig("settings.stream_usage must be true or false.", {"field": "settings"})
+            raise invalid_setting("settings.stream_usage must be true or false.")
         return {
             "organization": _text_setting(raw, "organization"),
             "project": _text_setting(raw, "project"),
@@ -195,11 +192,7 @@ class OpenAIProvider(BaseProvider):
 
     def __init__(self, config: ProviderConfig):
         super().__init__(config)
-        self.settings = self.settings_class.parse(self.options)
-        base_url = config.base_url or self.default_base_url
-        if not base_url:
-            raise InvalidConfig(f"Provider '{config.name}' needs a base_url.", {"field": "base_url"})
-        self.base_url = base_url.rstrip("/")
+        self.base_url = self.base_url_or(self.default_base_url)
 
     def headers(self, accept: str = "application/json") -> dict[str, str]:
         """Request headers: content type, bearer key, organization and project."""
@@ -217,30 +210,17 @@ class OpenAIProvider(BaseProvider):
     def models_path(self) -> str:
         return MODELS_PATH
 
-    def _call(self) -> Call:
-        return Call(self.name, Clocks.for_timeout(self.timeout, self.options))
-
     async def complete(self, request: CompletionRequest) -> CompletionResponse:
         body = to_wire(request, self.model_for(request), self.settings)
-        data = await self._call().request_json("POST", self.base_url + CHAT_PATH, self.headers(), json_body=body)
-        response = from_wire(data, self.name)
-        response.model = response.model or body["model"]
-        return response
+        return await self.post_json(self.base_url + CHAT_PATH, self.headers(), body, from_wire, body["model"])
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[Chunk]:
         body = to_wire(request, self.model_for(request), self.settings, stream=True)
-        call = self._call()
-        response = await call.open("POST", self.base_url + CHAT_PATH, self.headers("text/event-stream"), json_body=body)
-        async for chunk in parse_stream(sse_events(call.lines(response)), self.name):
+        lines = await self.open_lines(self.base_url + CHAT_PATH, self.headers("text/event-stream"), body)
+        async for chunk in parse_stream(sse_events(lines), self.name):
             yield chunk
 
     async def health_check(self) -> HealthProbe:
         """GET {base}/models: cheap, authenticated, and generates nothing."""
-        started = time.monotonic()
-        try:
-            data = await self._call().request_json("GET", self.base_url + self.models_path, self.headers())
-            if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-                raise MalformedResponse(self.name, "the model list is not a list", 200)
-        except ProviderError as exc:
-            return HealthProbe(False, (time.monotonic() - started) * 1000, exc.message, exc.status_code)
-        return HealthProbe(True, (time.monotonic() - started) * 1000, status_code=200)
+        url, headers = self.base_url + self.models_path, self.headers()
+        return await self.probe_list(url, headers, "data", "the model list is not a list")

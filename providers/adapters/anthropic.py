@@ -31,7 +31,7 @@ from providers.adapters.base import (
     classify,
     invalid_setting,
 )
-from providers.adapters.http import Call, error_message, sse_events
+from providers.adapters.http import Call, error_message, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -169,12 +169,7 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
     async for event, data in events:
         if event == "ping":
             continue
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise MalformedResponse(provider, f"stream event {event!r} is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise MalformedResponse(provider, "stream event is not a JSON object")
+        obj = json_object(data, provider, f"stream event {event!r}")
         kind = obj.get("type", event)
         if kind == "error":
             raise _stream_error(obj, provider)

@@ -50,7 +50,7 @@ from providers.adapters.base import (
     require_list,
     timed_probe,
 )
-from providers.adapters.http import Call, error_message
+from providers.adapters.http import Call, error_message, json_object
 from providers.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -208,12 +208,7 @@ async def parse_stream(
         kind = headers.get(":message-type", "event")
         if kind == "error":
             raise ProviderError(provider, None, f"{headers.get(':error-code')}: {headers.get(':error-message')}", True)
-        try:
-            data = json.loads(payload or b"{}")
-        except ValueError:
-            raise MalformedResponse(provider, "stream event payload is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise MalformedResponse(provider, "stream event payload is not a JSON object")
+        data = json_object(payload or b"{}", provider, "stream event payload")
         if kind == "exception":
             name = str(headers.get(":exception-type", ""))
             raise error_for_type(provider, STREAM_STATUS.get(name.lower()), name, str(data.get("message", "")))

@@ -35,7 +35,7 @@ from providers.adapters.base import (
     classify,
     invalid_setting,
 )
-from providers.adapters.http import Call, sse_events
+from providers.adapters.http import Call, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -207,12 +207,7 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
     usage: Usage | None = None
     model: str | None = None
     async for _event, data in events:
-        try:
-            body = json.loads(data)
-        except ValueError:
-            raise MalformedResponse(provider, "stream event is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise MalformedResponse(provider, "stream event is not a JSON object")
+        body = json_object(data, provider)
         if "error" in body:
             code = body["error"].get("code") if isinstance(body["error"], dict) else None
             raise error_from(provider, code if isinstance(code, int) else 500, body)

@@ -223,15 +223,19 @@ async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, st
         yield event or "message", "\n".join(data)
 
 
+def json_object(raw: str | bytes, provider: str, what: str = "stream event") -> dict:
+    """`raw` decoded as a JSON object; MalformedResponse naming `what` otherwise."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        raise MalformedResponse(provider, f"{what} is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise MalformedResponse(provider, f"{what} is not a JSON object")
+    return obj
+
+
 async def ndjson(lines: AsyncIterator[bytes], provider: str) -> AsyncIterator[dict]:
     """Decode newline-delimited JSON objects; a bad line is a MalformedResponse."""
     async for raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except ValueError:
-            raise MalformedResponse(provider, "stream line is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise MalformedResponse(provider, "stream line is not a JSON object")
-        yield obj
+        if raw.strip():
+            yield json_object(raw, provider, "stream line")

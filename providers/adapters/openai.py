@@ -16,7 +16,6 @@ client's base_url does, so OpenAI-compatible servers plug in with their own pref
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from providers.adapters.base import (
     Usage,
     invalid_setting,
 )
-from providers.adapters.http import sse_events
+from providers.adapters.http import json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -163,12 +162,7 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         if data.strip() == DONE:
             done = True
             break
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            raise MalformedResponse(provider, "stream event is not valid JSON") from None
-        if not isinstance(obj, dict):
-            raise MalformedResponse(provider, "stream event is not a JSON object")
+        obj = json_object(data, provider)
         _raise_in_band_error(obj, provider)
         model = obj.get("model") or model
         usage = usage_from(obj.get("usage")) or usage

@@ -28,6 +28,7 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    alternating_turns,
     classify,
     invalid_setting,
 )
@@ -81,22 +82,13 @@ class Settings:
 def _turns(req: CompletionRequest) -> tuple[list[dict], list[str]]:
     """(alternating turns, system texts). System-role messages join the system prompt;
     consecutive same-role messages become one turn of several text blocks, which is
-    what the API itself does with them."""
-    system = [req.system] if req.system else []
-    turns: list[dict] = []
-    for m in req.messages:
-        if m.role == "system":
-            system.append(m.content)
-            continue
-        role = "assistant" if m.role == "assistant" else "user"
-        if turns and turns[-1]["role"] == role:
-            blocks = turns[-1]["content"]
-            if isinstance(blocks, str):
-                blocks = [{"type": "text", "text": blocks}]
-            turns[-1]["content"] = [*blocks, {"type": "text", "text": m.content}]
-        else:
-            turns.append({"role": role, "content": m.content})
-    return turns, system
+    what the API itself does with them. A one-message turn stays a plain string."""
+    turns, system = alternating_turns(req)
+    wire = [
+        {"role": role, "content": texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]}
+        for role, texts in turns
+    ]
+    return wire, system
 
 
 def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:

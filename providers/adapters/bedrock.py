@@ -45,8 +45,10 @@ from providers.adapters.base import (
     Message,
     ProviderError,
     Usage,
+    alternating_turns,
     classify,
     invalid_setting,
+    present,
     require_list,
     timed_probe,
 )
@@ -113,42 +115,18 @@ class Settings:
         return cls(**values)
 
 
-def _messages(messages: list[Message]) -> tuple[list[dict], list[str]]:
-    """Converse messages plus the system texts found among them.
+def to_wire(req: CompletionRequest) -> dict:
+    """The Converse (and ConverseStream) body for `req`; the model id goes in the path.
 
     Consecutive turns of one role become one message with several content blocks:
     Converse rejects two user (or assistant) messages in a row."""
-    result: list[dict] = []
-    system: list[str] = []
-    for message in messages:
-        if message.role == "system":
-            system.append(message.content)
-            continue
-        role = "assistant" if message.role == "assistant" else "user"
-        if result and result[-1]["role"] == role:
-            result[-1]["content"].append({"text": message.content})
-        else:
-            result.append({"role": role, "content": [{"text": message.content}]})
-    return result, system
-
-
-def to_wire(req: CompletionRequest) -> dict:
-    """The Converse (and ConverseStream) body for `req`; the model id goes in the path."""
-    messages, system = _messages(req.messages)
-    if req.system:
-        system.insert(0, req.system)
-    body: dict[str, Any] = {"messages": messages}
+    turns, system = alternating_turns(req)
+    body: dict[str, Any] = {
+        "messages": [{"role": role, "content": [{"text": text} for text in texts]} for role, texts in turns]
+    }
     if system:
         body["system"] = [{"text": text} for text in system]
-    config: dict[str, Any] = {}
-    for name, value in (
-        ("maxTokens", req.max_tokens),
-        ("temperature", req.temperature),
-        ("topP", req.top_p),
-        ("stopSequences", req.stop),
-    ):
-        if value is not None:
-            config[name] = value
+    config = present(maxTokens=req.max_tokens, temperature=req.temperature, topP=req.top_p, stopSequences=req.stop)
     if config:
         body["inferenceConfig"] = config
     return body

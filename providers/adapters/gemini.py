@@ -32,8 +32,10 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    alternating_turns,
     classify,
     invalid_setting,
+    present,
 )
 from providers.adapters.http import Call, json_object, sse_events
 
@@ -83,43 +85,21 @@ class Settings:
         return cls(api_version=version, safety_settings=tuple(safety))
 
 
-def _contents(req: CompletionRequest) -> tuple[list[dict], list[str]]:
-    """Gemini contents plus any system texts found among the messages.
+def to_wire(req: CompletionRequest, settings: Settings | None = None) -> dict:
+    """The GenerateContentRequest body for `req` (the model goes in the URL).
 
     Consecutive turns of one role are merged into one Content with several parts,
     since Gemini expects user and model turns to alternate."""
-    contents: list[dict] = []
-    system: list[str] = []
-    for message in req.messages:
-        if message.role == "system":
-            system.append(message.content)
-            continue
-        role = ROLES.get(message.role, "user")
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].append({"text": message.content})
-        else:
-            contents.append({"role": role, "parts": [{"text": message.content}]})
-    return contents, system
-
-
-def to_wire(req: CompletionRequest, settings: Settings | None = None) -> dict:
-    """The GenerateContentRequest body for `req` (the model goes in the URL)."""
     settings = settings or Settings()
-    contents, system = _contents(req)
-    if req.system:
-        system.insert(0, req.system)
-    body: dict[str, Any] = {"contents": contents}
+    turns, system = alternating_turns(req)
+    body: dict[str, Any] = {
+        "contents": [{"role": ROLES[role], "parts": [{"text": text} for text in texts]} for role, texts in turns]
+    }
     if system:
         body["systemInstruction"] = {"parts": [{"text": text} for text in system]}
-    config: dict[str, Any] = {}
-    for name, value in (
-        ("maxOutputTokens", req.max_tokens),
-        ("temperature", req.temperature),
-        ("topP", req.top_p),
-        ("stopSequences", req.stop),
-    ):
-        if value is not None:
-            config[name] = value
+    config = present(
+        maxOutputTokens=req.max_tokens, temperature=req.temperature, topP=req.top_p, stopSequences=req.stop
+    )
     if config:
         body["generationConfig"] = config
     if settings.safety_settings:

@@ -26,7 +26,9 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    chat_messages,
     invalid_setting,
+    present,
 )
 from providers.adapters.http import ndjson
 
@@ -65,20 +67,17 @@ class Settings:
 def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
     """The /api/chat body for `req`. Ollama takes the system prompt as a first message."""
     settings = settings or Settings()
-    messages = [{"role": "system", "content": req.system}] if req.system else []
-    messages += [{"role": m.role, "content": m.content} for m in req.messages]
-    options: dict[str, Any] = dict(settings.options)
-    if settings.num_ctx is not None:
-        options["num_ctx"] = settings.num_ctx
-    for name, value in (
-        ("temperature", req.temperature),
-        ("top_p", req.top_p),
-        ("num_predict", req.max_tokens),
-        ("stop", req.stop),
-    ):
-        if value is not None:
-            options[name] = value
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    options: dict[str, Any] = {
+        **settings.options,
+        **present(
+            num_ctx=settings.num_ctx,
+            temperature=req.temperature,
+            top_p=req.top_p,
+            num_predict=req.max_tokens,
+            stop=req.stop,
+        ),
+    }
+    body: dict[str, Any] = {"model": model, "messages": chat_messages(req), "stream": stream}
     if options:
         body["options"] = options
     if settings.keep_alive is not None:

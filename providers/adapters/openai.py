@@ -29,7 +29,9 @@ from providers.adapters.base import (
     MalformedResponse,
     ProviderError,
     Usage,
+    chat_messages,
     invalid_setting,
+    present,
 )
 from providers.adapters.http import json_object, sse_events
 
@@ -88,12 +90,11 @@ class Settings:
 def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
     """The Chat Completions body for `req`; the system prompt becomes the first message."""
     settings = settings or Settings()
-    messages = [{"role": "system", "content": req.system}] if req.system else []
-    messages += [{"role": m.role, "content": m.content} for m in req.messages]
-    body: dict[str, Any] = {"model": model, "messages": messages}
-    for name, value in (("temperature", req.temperature), ("top_p", req.top_p), ("stop", req.stop)):
-        if value is not None:
-            body[name] = value
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": chat_messages(req),
+        **present(temperature=req.temperature, top_p=req.top_p, stop=req.stop),
+    }
     if req.max_tokens is not None:
         body[settings.max_tokens_field] = req.max_tokens
     if stream:

@@ -11,7 +11,7 @@ import zlib
 
 from aiohttp import web
 
-from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
+from providers.fake_upstream.core import FakeRequest, Route, checked, count_tokens, generate, last_text, text_of
 
 BASE_PATH = ""
 TEXT_BLOCK = {"type": "text", "text": ""}
@@ -70,7 +70,7 @@ def _check(req: FakeRequest) -> web.Response | None:
             return req.error(
                 400,
                 f'messages: Unexpected role "{m.get("role")}". The Messages API accepts a top-level '
-                "`system` parameter, not \"system\" as an input message role.",
+                '`system` parameter, not "system" as an input message role.',
             )
     return None
 
@@ -78,39 +78,35 @@ def _check(req: FakeRequest) -> web.Response | None:
 def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, str | None, int, int]:
     """(pieces, stop_reason, stop_sequence, input_tokens, output_tokens)."""
     messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    users = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-    text = req.reply_for(users[-1] if users else "")
-    stop_reason, stop_sequence = "end_turn", None
-    for s in body.get("stop_sequences") or []:
-        if s and s in text:
-            text, stop_reason, stop_sequence = text[: text.index(s)], "stop_sequence", s
-            break
-    pieces = split_chunks(text)
-    limit = body.get("max_tokens")
-    if isinstance(limit, int) and 0 < limit < len(pieces):
-        pieces, stop_reason, stop_sequence = pieces[:limit], "max_tokens", None
+    reply = generate(req.reply_for(last_text(messages)), body.get("stop_sequences"), body.get("max_tokens"))
+    pieces, stop_sequence = reply.pieces, reply.stop
+    stop_reason = "max_tokens" if reply.truncated else "stop_sequence" if stop_sequence else "end_turn"
     prompt = text_of(body.get("system")) + "".join(text_of(m.get("content")) for m in messages)
     return pieces, stop_reason, stop_sequence, count_tokens(prompt), count_tokens("".join(pieces))
 
 
+@checked(_check)
 async def messages(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     body = req.body
     pieces, stop_reason, stop_sequence, input_tokens, output_tokens = answer(req, body)
     msg_id = f"msg_{zlib.crc32(repr(body.get('messages')).encode()):08x}fake"
-    usage = {"input_tokens": input_tokens, "output_tokens": output_tokens,
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    usage = {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
     head = {"id": msg_id, "type": "message", "role": "assistant", "model": body["model"]}
     if not body.get("stream"):
-        return await req.json({
-            **head,
-            "content": [{"type": "text", "text": "".join(pieces)}],
-            "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence,
-            "usage": usage,
-        })
+        return await req.json(
+            {
+                **head,
+                "content": [{"type": "text", "text": "".join(pieces)}],
+                "stop_reason": stop_reason,
+                "stop_sequence": stop_sequence,
+                "usage": usage,
+            }
+        )
     start = {**head, "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
     events = [
         ("message_start", {"type": "message_start", "message": start}),

@@ -22,7 +22,7 @@ import struct
 
 from aiohttp import web
 
-from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
+from providers.fake_upstream.core import FakeRequest, Route, checked, count_tokens, generate, last_text, text_of
 
 BASE_PATH = ""
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -177,27 +177,18 @@ def _check(req: FakeRequest) -> web.Response | None:
 def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     """(reply pieces, stopReason, usage) honouring inferenceConfig maxTokens and stopSequences."""
     messages = body["messages"]
-    users = [text_of(m["content"]) for m in messages if m["role"] == "user"]
-    text = req.reply_for(users[-1])
     config = body.get("inferenceConfig") or {}
-    reason = "end_turn"
-    for stop in config.get("stopSequences") or []:
-        if stop and stop in text:
-            text, reason = text[: text.index(stop)], "stop_sequence"
-    pieces = split_chunks(text)
-    limit = config.get("maxTokens")
-    if isinstance(limit, int) and 0 < limit < len(pieces):
-        pieces, reason = pieces[:limit], "max_tokens"
+    reply = generate(req.reply_for(last_text(messages)), config.get("stopSequences"), config.get("maxTokens"))
+    pieces = reply.pieces
+    reason = "max_tokens" if reply.truncated else "stop_sequence" if reply.stop else "end_turn"
     system = text_of(body.get("system") or [])
     prompt = count_tokens(system + "\n" + "\n".join(text_of(m["content"]) for m in messages))
     completion = count_tokens("".join(pieces))
     return pieces, reason, {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
 
 
+@checked(_check)
 async def converse(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     pieces, reason, usage = _answer(req, req.body)
     message = {"role": "assistant", "content": [{"text": "".join(pieces)}]}
     return await req.json(
@@ -205,10 +196,8 @@ async def converse(req: FakeRequest) -> web.StreamResponse:
     )
 
 
+@checked(_check)
 async def converse_stream(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     pieces, reason, usage = _answer(req, req.body)
     frames = [event_frame("messageStart", {"role": "assistant"})]
     frames += [event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
@@ -223,10 +212,8 @@ async def converse_stream(req: FakeRequest) -> web.StreamResponse:
     return await req.raw_stream(frames, EVENTSTREAM)
 
 
+@checked(_unauthorized)
 async def foundation_models(req: FakeRequest) -> web.StreamResponse:
-    problem = _unauthorized(req)
-    if problem is not None:
-        return problem
     summaries = [
         {
             "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{model_id}",

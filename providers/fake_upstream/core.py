@@ -76,10 +76,13 @@ from providers.fake_upstream.respond import (  # re-exported: wire modules impor
     DEFAULT_MESSAGES,
     FakeRequest,
     caller_key,
+    checked,
     count_tokens,
     drop,
     error_response,
+    generate,
     hang,
+    last_text,
     split_chunks,
     text_of,
 )
@@ -329,6 +332,7 @@ def make_app(defaults: Behaviour | None = None) -> web.Application:
 
 
 __all__ = [
-    "DEFAULT_MESSAGES", "Behaviour", "FakeRequest", "Recorded", "Route", "State", "caller_key", "count_tokens",
-    "drop", "error_response", "hang", "make_app", "split_chunks", "text_of", "wire_module",
-]
+    "DEFAULT_MESSAGES", "Behaviour", "FakeRequest", "Recorded", "Route", "State", "caller_key", "checked",
+    "count_tokens", "drop", "error_response", "generate", "hang", "last_text", "make_app", "split_chunks",
+    "text_of", "wire_module",
+]  # fmt: skip

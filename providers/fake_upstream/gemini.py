@@ -16,7 +16,16 @@ import zlib
 
 from aiohttp import web
 
-from providers.fake_upstream.core import FakeRequest, Route, caller_key, count_tokens, split_chunks, text_of
+from providers.fake_upstream.core import (
+    FakeRequest,
+    Route,
+    caller_key,
+    checked,
+    count_tokens,
+    generate,
+    last_text,
+    text_of,
+)
 
 BASE_PATH = ""
 MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
@@ -89,17 +98,10 @@ def _check(req: FakeRequest) -> web.Response | None:
 def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict, str]:
     """(reply pieces, finishReason, usageMetadata, last user text)."""
     contents = body["contents"]
-    users = [text_of(c.get("parts")) for c in contents if c.get("role", "user") == "user"]
-    last = users[-1] if users else ""
-    text = req.reply_for(last)
+    last = last_text(contents, field="parts", default_role="user")
     config = body.get("generationConfig") or {}
-    for stop in config.get("stopSequences") or []:
-        if stop and stop in text:
-            text = text[: text.index(stop)]
-    pieces, reason = split_chunks(text), "STOP"
-    limit = config.get("maxOutputTokens")
-    if isinstance(limit, int) and 0 < limit < len(pieces):
-        pieces, reason = pieces[:limit], "MAX_TOKENS"
+    reply = generate(req.reply_for(last), config.get("stopSequences"), config.get("maxOutputTokens"))
+    pieces, reason = reply.pieces, "MAX_TOKENS" if reply.truncated else "STOP"
     system = text_of((body.get("systemInstruction") or {}).get("parts"))
     prompt = count_tokens(system + "\n" + "\n".join(text_of(c.get("parts")) for c in contents))
     completion = count_tokens("".join(pieces))
@@ -123,10 +125,8 @@ def _response(text: str, reason: str | None, usage: dict, model: str, response_i
     return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": response_id}
 
 
-async def generate(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
+@checked(_check)
+async def generate_content(req: FakeRequest) -> web.StreamResponse:
     model = req.params["model"]
     pieces, reason, usage, last = _answer(req, req.body)
     if BLOCK_MARKER in last:
@@ -135,10 +135,8 @@ async def generate(req: FakeRequest) -> web.StreamResponse:
     return await req.json(_response("".join(pieces), reason, usage, model, response_id))
 
 
+@checked(_check)
 async def stream_generate(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     model = req.params["model"]
     pieces, reason, usage, last = _answer(req, req.body)
     response_id = f"fake{zlib.crc32(req.raw):08x}"
@@ -177,7 +175,7 @@ async def list_models(req: FakeRequest) -> web.StreamResponse:
 
 MODEL = r"/v1beta/models/(?P<model>[A-Za-z0-9._-]+)"
 ROUTES = [
-    Route("POST", re.compile(MODEL + ":generateContent"), generate, kind="chat"),
+    Route("POST", re.compile(MODEL + ":generateContent"), generate_content, kind="chat"),
     Route("POST", re.compile(MODEL + ":streamGenerateContent"), stream_generate, kind="chat"),
     Route("GET", "/v1beta/models", list_models, kind="probe"),
 ]

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
+from providers.fake_upstream.core import FakeRequest, Route, checked, count_tokens, generate, last_text, text_of
 
 BASE_PATH = ""
 MODELS = ("llama3.2", "qwen3:8b", "gemma3")
@@ -53,17 +53,9 @@ def _check(req: FakeRequest) -> web.Response | None:
 def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     """(reply pieces, done_reason, token counts) honouring options.num_predict and stop."""
     messages = body["messages"]
-    users = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]
-    text = req.reply_for(users[-1] if users else "")
     options = body.get("options") or {}
-    stop = options.get("stop")
-    for s in [stop] if isinstance(stop, str) else stop or []:
-        if s and s in text:
-            text = text[: text.index(s)]
-    pieces, reason = split_chunks(text), "stop"
-    limit = options.get("num_predict")
-    if isinstance(limit, int) and 0 < limit < len(pieces):
-        pieces, reason = pieces[:limit], "length"
+    reply = generate(req.reply_for(last_text(messages)), options.get("stop"), options.get("num_predict"))
+    pieces, reason = reply.pieces, "length" if reply.truncated else "stop"
     prompt = "\n".join(text_of(m.get("content")) for m in messages)
     counts = {
         "total_duration": 174560334,
@@ -76,10 +68,8 @@ def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     return pieces, reason, counts
 
 
+@checked(_check)
 async def chat(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     body = req.body
     pieces, reason, counts = answer(req, body)
     model = body["model"]

@@ -12,7 +12,7 @@ import zlib
 
 from aiohttp import web
 
-from providers.fake_upstream.core import FakeRequest, Route, count_tokens, split_chunks, text_of
+from providers.fake_upstream.core import FakeRequest, Route, checked, count_tokens, generate, last_text, text_of
 
 BASE_PATH = "/v1"
 FINGERPRINT = "fp_fake0001"
@@ -41,27 +41,13 @@ def _completion_id(body: dict) -> str:
     return f"chatcmpl-{zlib.crc32(repr(body.get('messages')).encode()):08x}fake"
 
 
-def _prompt(messages: list) -> tuple[str, str]:
-    """(every message's text, the last user message's text)."""
-    texts = [text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    users = [text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    return "\n".join(texts), (users[-1] if users else "")
-
-
 def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     """(reply pieces, finish_reason, usage) honouring max_tokens and stop like the real API."""
-    everything, last = _prompt(body.get("messages") or [])
-    text = req.reply_for(last)
-    finish = "stop"
-    stop = body.get("stop")
-    for s in [stop] if isinstance(stop, str) else stop or []:
-        if s and s in text:
-            text = text[: text.index(s)]
-    pieces = split_chunks(text)
+    messages = body.get("messages") or []
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(limit, int) and 0 < limit < len(pieces):
-        pieces, finish = pieces[:limit], "length"
-    prompt_tokens = count_tokens(everything)
+    reply = generate(req.reply_for(last_text(messages)), body.get("stop"), limit)
+    pieces, finish = reply.pieces, "length" if reply.truncated else "stop"
+    prompt_tokens = count_tokens("\n".join(text_of(m.get("content")) for m in messages if isinstance(m, dict)))
     completion_tokens = count_tokens("".join(pieces))
     usage = {
         "prompt_tokens": prompt_tokens,
@@ -104,10 +90,8 @@ def _check(req: FakeRequest) -> web.Response | None:
     return None
 
 
+@checked(_check)
 async def chat_completions(req: FakeRequest) -> web.StreamResponse:
-    problem = _check(req)
-    if problem is not None:
-        return problem
     body = req.body
     pieces, finish, usage = answer(req, body)
     created = int(time.time())

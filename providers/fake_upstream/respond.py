@@ -6,10 +6,12 @@ keep replies deterministic. The contract is described in core.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +52,56 @@ def text_of(content: Any) -> str:
     if isinstance(content, dict):
         return str(content.get("text") or "")
     return ""
+
+
+@dataclass(slots=True)
+class Reply:
+    """A generated reply: its stream pieces, the stop sequence that cut it (or None) and
+    whether the token limit cut it (a limit wins over a stop sequence, as upstream)."""
+
+    pieces: list[str]
+    stop: str | None = None
+    truncated: bool = False
+
+
+def generate(text: str, stops: Any = None, limit: Any = None) -> Reply:
+    """Cut `text` as a generation would end: at the earliest of `stops` (a string or a
+    list of strings), then after `limit` pieces (one piece, one token) when `limit` is a
+    positive int smaller than the reply."""
+    stops = [stops] if isinstance(stops, str) else stops or []
+    hits = [(text.index(s), s) for s in stops if isinstance(s, str) and s and s in text]
+    stop = None
+    if hits:
+        at, stop = min(hits)
+        text = text[:at]
+    pieces = split_chunks(text)
+    if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(pieces):
+        return Reply(pieces[:limit], None, True)
+    return Reply(pieces, stop)
+
+
+def last_text(items: Iterable[Any], role: str = "user", field: str = "content", default_role: str = "") -> str:
+    """The text (text_of) of the last item whose `role` matches, or ""."""
+    texts = [text_of(m.get(field)) for m in items if isinstance(m, dict) and m.get("role", default_role) == role]
+    return texts[-1] if texts else ""
+
+
+Handler = Callable[["FakeRequest"], Awaitable[web.StreamResponse]]
+
+
+def checked(check: Callable[[FakeRequest], web.Response | None]) -> Callable[[Handler], Handler]:
+    """Decorate a handler with the API's first checks (key, body): `check(req)` returns
+    the error response to send instead, or None to run the handler."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def run(req: FakeRequest) -> web.StreamResponse:
+            problem = check(req)
+            return problem if problem is not None else await handler(req)
+
+        return run
+
+    return decorate
 
 
 # --- the request object handed to handlers -----------------------------------------------
@@ -101,7 +153,7 @@ class FakeRequest:
 
     async def ndjson(self, objs: Iterable[Any], headers: dict[str, str] | None = None):
         frames = [json.dumps(o, separators=(",", ":")) + "\n" for o in objs]
-        return await self._stream_frames(frames, "application/x-ndjson", bad="{\"broken\": \n", headers=headers)
+        return await self._stream_frames(frames, "application/x-ndjson", bad='{"broken": \n', headers=headers)
 
     async def raw_stream(self, chunks: Iterable[bytes], content_type: str, headers: dict[str, str] | None = None):
         return await self._stream_frames(list(chunks), content_type, bad=b"\x00\x00\x00\x10garbage!", headers=headers)

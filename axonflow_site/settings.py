@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import environ
@@ -189,6 +190,8 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # WhiteNoise serves static files from the app itself (no CDN, no separate web server);
 # finders make `collectstatic` optional.
 WHITENOISE_USE_FINDERS = True
+# Until `collectstatic` fills STATIC_ROOT the finders serve everything; no warning needed.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 
 # --- REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -191,7 +191,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # finders make `collectstatic` optional.
 WHITENOISE_USE_FINDERS = True
 # Until `collectstatic` fills STATIC_ROOT the finders serve everything; no warning needed.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # --- REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {

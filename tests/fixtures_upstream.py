@@ -11,9 +11,14 @@ the test. Typical use:
         assert upstream.counts("a")["chat"] == 1
 
 `make_config(type, base_url, api_key, **fields)` builds an unsaved ProviderConfig for
-adapter tests; `http_session` closes the pooled client session after an async test;
+adapter tests and `adapter_for(upstream, type, label, key, **fields)` the adapter for a
+label on the fake; `http_session` closes the pooled client session after an async test;
 `assert_matches_spec(provider, schema, body)` checks a recorded body against the
 trimmed official OpenAPI description in /work/shared/provider-specs/served.
+
+Stream helpers: `collect(stream)`, `stream_until_error(stream)` (the error and the
+chunks before it), `assert_stream_matches_completion(provider, request)`, and
+`items(...)` / `sse_events(...)` to feed a parse_stream() without a network.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from providers import secrets
+from providers import registry, secrets
+from providers.adapters.base import Chunk, CompletionRequest, Provider, ProviderError
 from providers.fake_upstream import FakeUpstream
 from providers.models import ProviderConfig
 
@@ -57,6 +64,59 @@ def make_config(provider_type: str, base_url: str, api_key: str = "", **fields: 
     if api_key:
         secrets.set_api_key(config, api_key)
     return config
+
+
+def adapter_for(upstream, provider_type: str, label: str, key: str = "", **fields: Any) -> Provider:
+    """registry.build() of a config named `label` that talks to `label` on the fake
+    upstream; `fields` as for make_config (timeout_seconds defaults to 5)."""
+    fields.setdefault("timeout_seconds", 5)
+    return registry.build(
+        make_config(provider_type, upstream.base_url(label, provider_type), key, name=label, **fields)
+    )
+
+
+async def collect(stream: AsyncIterator[Chunk]) -> list[Chunk]:
+    return [chunk async for chunk in stream]
+
+
+async def stream_until_error(
+    stream: AsyncIterator[Any], error: type[Exception] = ProviderError
+) -> tuple[Exception, list[Any]]:
+    """(the `error` the stream raised, what it yielded before). Fails if it ends cleanly."""
+    received: list[Any] = []
+    with pytest.raises(error) as caught:
+        async for item in stream:
+            received.append(item)
+    return caught.value, received
+
+
+async def assert_stream_matches_completion(provider: Provider, request: CompletionRequest) -> list[Chunk]:
+    """Complete `request`, then stream it: several deltas joining into the same text,
+    a last chunk with finish reason "stop" and the same usage. Returns the chunks."""
+    whole = await provider.complete(request)
+    chunks = await collect(provider.stream(request))
+    assert len([c for c in chunks if c.delta]) > 1
+    assert "".join(c.delta for c in chunks) == whole.content
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage == whole.usage
+    return chunks
+
+
+async def items(*values: Any) -> AsyncIterator[Any]:
+    """An async iterator over `values` (decoded NDJSON objects, event-stream frames)."""
+    for value in values:
+        yield value
+
+
+def sse_events(*events: Any) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) pairs as http.sse_events yields them. Each of `events` is the data
+    (event "message") or an (event, data) pair; data that is not a str is JSON-encoded."""
+
+    def pair(event: Any) -> tuple[str, str]:
+        name, data = event if isinstance(event, tuple) else ("message", event)
+        return name, data if isinstance(data, str) else json.dumps(data)
+
+    return items(*(pair(e) for e in events))
 
 
 def closed_port() -> int:

@@ -4,14 +4,12 @@ live in test_adapter_contract.py."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from providers.adapters import anthropic as adapter
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
 from providers.errors import InvalidConfig
-from tests.fixtures_upstream import assert_matches_spec, make_config
+from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
 
 KEY = "sk-ant-test-0123456789abcdef"
 MODEL = "claude-3-5-haiku-20241022"
@@ -20,11 +18,6 @@ MODEL = "claude-3-5-haiku-20241022"
 def provider_for(upstream, label="an", **settings):
     config = make_config("anthropic", upstream.base_url(label, "anthropic"), KEY, model=MODEL, settings=settings)
     return adapter.AnthropicProvider(config)
-
-
-async def events(*pairs):
-    for name, data in pairs:
-        yield name, data if isinstance(data, str) else json.dumps(data)
 
 
 # --- pure mapping ------------------------------------------------------------------------
@@ -108,7 +101,7 @@ def test_from_wire_rejects_bodies_that_are_not_messages(body):
 
 async def test_parse_stream_skips_pings_and_unknown_events():
     text_delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}
-    stream = events(
+    stream = sse_events(
         ("message_start", {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 7}}}),
         ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
         ("ping", {"type": "ping"}),
@@ -127,18 +120,18 @@ async def test_parse_stream_skips_pings_and_unknown_events():
 
 async def test_parse_stream_turns_an_error_event_into_a_retryable_error():
     with pytest.raises(ProviderError, match="overloaded_error") as exc:
-        [c async for c in adapter.parse_stream(events(
+        await collect(adapter.parse_stream(sse_events(
             ("message_start", '{"type":"message_start","message":{"model":"m"}}'),
             ("error", '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'),
-        ))]
+        )))
     assert exc.value.retryable
 
 
 async def test_parse_stream_refuses_a_stream_without_message_stop():
     with pytest.raises(MalformedResponse):
-        [c async for c in adapter.parse_stream(events(
+        await collect(adapter.parse_stream(sse_events(
             ("content_block_delta", '{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}'),
-        ))]
+        )))
 
 
 # --- against the fake upstream ----------------------------------------------------------

@@ -20,8 +20,7 @@ from providers.adapters.http import Clocks
 from providers.errors import InvalidConfig
 from providers.fake_upstream import bedrock as fake_bedrock
 from providers.pricing import actual_cost
-from providers.registry import build
-from tests.fixtures_upstream import make_config
+from tests.fixtures_upstream import adapter_for, assert_stream_matches_completion, stream_until_error
 
 pytestmark = pytest.mark.usefixtures("http_session")
 
@@ -55,8 +54,7 @@ def aws_env(monkeypatch, tmp_path):
 
 
 def make(upstream, label: str = "br", key: str = "", **fields) -> bedrock.BedrockProvider:
-    fields = {"model": MODEL, "region": "us-east-1", "timeout_seconds": 5, **fields}
-    return build(make_config("bedrock", upstream.base_url(label, "bedrock"), key, name=label, **fields))
+    return adapter_for(upstream, "bedrock", label, key, **{"model": MODEL, "region": "us-east-1", **fields})
 
 
 def request(**fields) -> CompletionRequest:
@@ -171,14 +169,8 @@ async def test_missing_credentials_fail_over_with_a_clear_message(upstream, aws_
 
 
 async def test_a_stream_assembles_into_the_same_text(upstream):
-    provider = make(upstream)
-    whole = await provider.complete(request())
-    chunks = [chunk async for chunk in provider.stream(request())]
+    await assert_stream_matches_completion(make(upstream), request())
 
-    assert len([c for c in chunks if c.delta]) > 1
-    assert "".join(c.delta for c in chunks) == whole.content
-    assert chunks[-1].finish_reason == "stop"
-    assert chunks[-1].usage == whole.usage
     sent = upstream.last("br")
     assert sent.path == f"/br/model/{MODEL}/converse-stream"
     assert sent.headers["accept"] == "application/vnd.amazon.eventstream"
@@ -227,24 +219,11 @@ async def test_the_converse_validation_error_is_final(upstream):
 
 async def test_a_stream_exception_event_is_retryable_and_not_a_short_answer(upstream):
     upstream.configure("br", failure_kind="stream_error", fail_next=1, cut_after=3)
-    received = []
-    with pytest.raises(ProviderError) as caught:
-        async for chunk in make(upstream).stream(request()):
-            received.append(chunk)
+    error, received = await stream_until_error(make(upstream).stream(request()))
 
-    assert caught.value.retryable and caught.value.status_code == 424
-    assert caught.value.message == "modelStreamErrorException: The model stream failed."
+    assert error.retryable and error.status_code == 424
+    assert error.message == "modelStreamErrorException: The model stream failed."
     assert received and all(c.finish_reason is None for c in received)
-
-
-@pytest.mark.parametrize("kind", ["cut", "malformed"])
-async def test_a_broken_stream_raises_a_retryable_error(upstream, kind):
-    upstream.configure("br", failure_kind=kind, fail_next=1, cut_after=2)
-    with pytest.raises(ProviderError) as caught:
-        async for _ in make(upstream).stream(request()):
-            pass
-
-    assert caught.value.retryable
 
 
 async def test_the_health_probe_is_a_signed_model_list(upstream):

@@ -24,7 +24,7 @@ from providers.adapters.base import (
     ProviderTimeout,
 )
 from providers.fake_upstream.bedrock import TEST_CREDENTIALS
-from tests.fixtures_upstream import closed_port, make_config
+from tests.fixtures_upstream import assert_stream_matches_completion, closed_port, make_config, stream_until_error
 
 pytestmark = pytest.mark.usefixtures("http_session")
 
@@ -130,13 +130,7 @@ async def test_it_completes_with_usage_and_cost(case, upstream):
 
 
 async def test_its_stream_assembles_into_the_completion_text(case, upstream):
-    provider = build(case, upstream)
-    complete = await provider.complete(REQUEST)
-    chunks = await collect(provider)
-    assert "".join(c.delta for c in chunks) == complete.content
-    assert len([c for c in chunks if c.delta]) > 1
-    assert chunks[-1].finish_reason == "stop"
-    assert chunks[-1].usage == complete.usage
+    await assert_stream_matches_completion(build(case, upstream), REQUEST)
 
 
 async def test_max_tokens_reached_is_reported_as_length(case, upstream):
@@ -184,20 +178,18 @@ async def test_a_malformed_body_is_retryable(case, upstream):
     assert exc.value.retryable
 
 
-async def test_a_malformed_stream_line_is_retryable(case, upstream):
-    upstream.configure(case.id, failure_kind="malformed", fail_next=1, cut_after=3)
-    with pytest.raises(MalformedResponse) as exc:
-        await collect(build(case, upstream))
-    assert exc.value.retryable
+@pytest.mark.parametrize("cut_after", [2, 3])
+async def test_a_malformed_stream_line_is_retryable(case, upstream, cut_after):
+    upstream.configure(case.id, failure_kind="malformed", fail_next=1, cut_after=cut_after)
+    error, _ = await stream_until_error(build(case, upstream).stream(REQUEST), MalformedResponse)
+    assert error.retryable
 
 
-async def test_a_cut_stream_is_an_error_not_a_short_answer(case, upstream):
-    upstream.configure(case.id, failure_kind="cut", fail_next=1, cut_after=3)
-    seen = []
-    with pytest.raises(ProviderError) as exc:
-        async for chunk in build(case, upstream).stream(REQUEST):
-            seen.append(chunk)
-    assert exc.value.retryable
+@pytest.mark.parametrize("cut_after", [2, 3])
+async def test_a_cut_stream_is_an_error_not_a_short_answer(case, upstream, cut_after):
+    upstream.configure(case.id, failure_kind="cut", fail_next=1, cut_after=cut_after)
+    error, seen = await stream_until_error(build(case, upstream).stream(REQUEST))
+    assert error.retryable
     assert not any(c.finish_reason for c in seen)
 
 

@@ -12,8 +12,14 @@ from providers.adapters.base import CompletionRequest, MalformedResponse, Messag
 from providers.errors import InvalidConfig
 from providers.fake_upstream.gemini import BLOCK_MARKER
 from providers.pricing import actual_cost
-from providers.registry import build
-from tests.fixtures_upstream import assert_matches_spec, make_config
+from tests.fixtures_upstream import (
+    adapter_for,
+    assert_matches_spec,
+    assert_stream_matches_completion,
+    collect,
+    sse_events,
+    stream_until_error,
+)
 
 pytestmark = pytest.mark.usefixtures("http_session")
 
@@ -22,8 +28,7 @@ MODEL = "gemini-2.5-flash"
 
 
 def make(upstream, label: str = "gm", key: str = KEY, **fields) -> gemini.GeminiProvider:
-    fields = {"model": MODEL, "timeout_seconds": 5, **fields}
-    return build(make_config("gemini", upstream.base_url(label, "gemini"), key, name=label, **fields))
+    return adapter_for(upstream, "gemini", label, key, **{"model": MODEL, **fields})
 
 
 def request(text: str = "Why is the sky blue?", **fields) -> CompletionRequest:
@@ -64,14 +69,8 @@ async def test_it_completes_a_prompt_with_the_documented_request(upstream):
 
 
 async def test_a_stream_assembles_into_the_same_text(upstream):
-    provider = make(upstream)
-    whole = await provider.complete(request())
-    chunks = [chunk async for chunk in provider.stream(request())]
+    await assert_stream_matches_completion(make(upstream), request())
 
-    assert len([c for c in chunks if c.delta]) > 1
-    assert "".join(c.delta for c in chunks) == whole.content
-    assert chunks[-1].finish_reason == "stop"
-    assert chunks[-1].usage == whole.usage
     sent = upstream.last("gm")
     assert sent.path == f"/gm/v1beta/models/{MODEL}:streamGenerateContent"
     assert sent.query == {"alt": "sse"}
@@ -80,8 +79,7 @@ async def test_a_stream_assembles_into_the_same_text(upstream):
 
 async def test_the_key_travels_in_the_header_never_in_the_url(upstream):
     await make(upstream).complete(request())
-    async for _ in make(upstream).stream(request()):
-        pass
+    await collect(make(upstream).stream(request()))
     await make(upstream).health_check()
 
     for sent in upstream.requests("gm"):
@@ -109,12 +107,9 @@ async def test_usage_is_priced_from_the_table(upstream):
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_blocked_prompt_is_a_final_error_with_a_clear_message(upstream, stream):
     provider = make(upstream)
+    blocked = request(f"{BLOCK_MARKER} something dangerous")
     with pytest.raises(ProviderError) as caught:
-        if stream:
-            async for _ in provider.stream(request(f"{BLOCK_MARKER} something dangerous")):
-                pass
-        else:
-            await provider.complete(request(f"{BLOCK_MARKER} something dangerous"))
+        await (collect(provider.stream(blocked)) if stream else provider.complete(blocked))
 
     assert caught.value.retryable is False
     assert "blocked the prompt (SAFETY)" in caught.value.message
@@ -173,24 +168,11 @@ async def test_the_fake_rejects_unknown_fields_as_gemini_does(upstream):
 
 async def test_an_error_event_mid_stream_is_retryable(upstream):
     upstream.configure("gm", failure_kind="stream_error", fail_next=1, cut_after=2)
-    received = []
-    with pytest.raises(ProviderError) as caught:
-        async for chunk in make(upstream).stream(request()):
-            received.append(chunk)
+    error, received = await stream_until_error(make(upstream).stream(request()))
 
-    assert caught.value.retryable
-    assert "INTERNAL" in caught.value.message
+    assert error.retryable
+    assert "INTERNAL" in error.message
     assert received and all(c.finish_reason is None for c in received)
-
-
-@pytest.mark.parametrize("kind", ["cut", "malformed"])
-async def test_a_broken_stream_raises_a_retryable_error(upstream, kind):
-    upstream.configure("gm", failure_kind=kind, fail_next=1, cut_after=2)
-    with pytest.raises(ProviderError) as caught:
-        async for _ in make(upstream).stream(request()):
-            pass
-
-    assert caught.value.retryable
 
 
 async def test_a_malformed_body_is_a_retryable_malformed_response(upstream):
@@ -304,16 +286,9 @@ def test_retry_info_sets_retry_after_when_no_header_does():
     assert error.message == "RESOURCE_EXHAUSTED: Quota exceeded"
 
 
-async def _events(*datas):
-    for data in datas:
-        yield "message", data
-
-
 async def test_parse_stream_refuses_a_stream_without_finish_reason():
     part = '{"candidates":[{"content":{"parts":[{"text":"Hel"}],"role":"model"}}]}'
-    with pytest.raises(MalformedResponse):
-        async for _ in gemini.parse_stream(_events(part)):
-            pass
+    await stream_until_error(gemini.parse_stream(sse_events(part)), MalformedResponse)
 
 
 @pytest.mark.parametrize("raw", [{"api_version": "latest"}, {"safety_settings": "none"}, {"safety_settings": ["x"]}])

@@ -17,8 +17,14 @@ from providers.adapters.base import (
 )
 from providers.errors import InvalidConfig
 from providers.pricing import actual_cost
-from providers.registry import build
-from tests.fixtures_upstream import assert_matches_spec, make_config
+from tests.fixtures_upstream import (
+    adapter_for,
+    assert_matches_spec,
+    assert_stream_matches_completion,
+    collect,
+    items,
+    stream_until_error,
+)
 
 pytestmark = pytest.mark.usefixtures("http_session")
 
@@ -26,8 +32,7 @@ KEY = "ollama-proxy-key-5f1c2e9a7b"
 
 
 def make(upstream, label: str = "ol", key: str = "", **fields) -> ollama.OllamaProvider:
-    fields = {"model": "llama3.2", "timeout_seconds": 5, **fields}
-    return build(make_config("ollama", upstream.base_url(label, "ollama"), key, name=label, **fields))
+    return adapter_for(upstream, "ollama", label, key, **{"model": "llama3.2", **fields})
 
 
 def request(**fields) -> CompletionRequest:
@@ -61,14 +66,8 @@ async def test_it_completes_a_prompt_with_the_documented_request(upstream):
 
 
 async def test_a_stream_assembles_into_the_same_text(upstream):
-    provider = make(upstream)
-    whole = await provider.complete(request())
-    chunks = [chunk async for chunk in provider.stream(request())]
+    await assert_stream_matches_completion(make(upstream), request())
 
-    assert len([c for c in chunks if c.delta]) > 1
-    assert "".join(c.delta for c in chunks) == whole.content
-    assert chunks[-1].finish_reason == "stop"
-    assert chunks[-1].usage == whole.usage
     sent = upstream.last("ol")
     assert sent.body["stream"] is True
     assert sent.headers["accept"] == "application/x-ndjson"
@@ -144,24 +143,11 @@ async def test_a_hung_upstream_times_out(upstream):
 
 async def test_an_error_line_mid_stream_is_retryable_and_not_a_short_answer(upstream):
     upstream.configure("ol", failure_kind="stream_error", fail_next=1, cut_after=2)
-    received = []
-    with pytest.raises(ProviderError) as caught:
-        async for chunk in make(upstream).stream(request()):
-            received.append(chunk)
+    error, received = await stream_until_error(make(upstream).stream(request()))
 
-    assert caught.value.retryable
-    assert "an error was encountered while running the model" in caught.value.message
+    assert error.retryable
+    assert "an error was encountered while running the model" in error.message
     assert all(c.finish_reason is None for c in received)
-
-
-@pytest.mark.parametrize("kind", ["cut", "malformed"])
-async def test_a_broken_stream_raises_a_retryable_error(upstream, kind):
-    upstream.configure("ol", failure_kind=kind, fail_next=1, cut_after=2)
-    with pytest.raises(ProviderError) as caught:
-        async for _ in make(upstream).stream(request()):
-            pass
-
-    assert caught.value.retryable
 
 
 async def test_the_health_probe_lists_models(upstream):
@@ -227,18 +213,13 @@ def test_from_wire_rejects_bodies_that_are_not_chat_responses(body):
         ollama.from_wire(body)
 
 
-async def _events(*objs):
-    for obj in objs:
-        yield obj
-
-
 async def test_parse_stream_ends_with_usage_and_reason():
-    events = _events(
+    events = items(
         {"message": {"content": "Hel"}, "done": False},
         {"message": {"content": "lo"}, "done": False},
         {"message": {"content": ""}, "done": True, "done_reason": "length", "prompt_eval_count": 3, "eval_count": 2},
     )
-    chunks = [c async for c in ollama.parse_stream(events)]
+    chunks = await collect(ollama.parse_stream(events))
 
     assert [c.delta for c in chunks] == ["Hel", "lo", ""]
     assert chunks[-1].finish_reason == "length"
@@ -246,9 +227,9 @@ async def test_parse_stream_ends_with_usage_and_reason():
 
 
 async def test_parse_stream_refuses_a_stream_without_done():
-    with pytest.raises(MalformedResponse):
-        async for _ in ollama.parse_stream(_events({"message": {"content": "Hel"}, "done": False})):
-            pass
+    await stream_until_error(
+        ollama.parse_stream(items({"message": {"content": "Hel"}, "done": False})), MalformedResponse
+    )
 
 
 @pytest.mark.parametrize("raw", [{"keep_alive": True}, {"num_ctx": 0}, {"num_ctx": "big"}, {"options": ["top_k"]}])

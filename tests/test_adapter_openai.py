@@ -9,7 +9,7 @@ import pytest
 from providers.adapters import openai as adapter
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
 from providers.errors import InvalidConfig
-from tests.fixtures_upstream import assert_matches_spec, make_config
+from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
 
 KEY = "sk-test-openai-0123456789abcdef"
 REQUEST = CompletionRequest(
@@ -25,11 +25,6 @@ REQUEST = CompletionRequest(
 def provider_for(upstream, label="oa", **settings):
     config = make_config("openai", upstream.base_url(label, "openai"), KEY, model="gpt-4o-mini", settings=settings)
     return adapter.OpenAIProvider(config)
-
-
-async def events(*datas):
-    for data in datas:
-        yield "message", data
 
 
 # --- pure mapping ------------------------------------------------------------------------
@@ -111,7 +106,7 @@ def test_from_wire_raises_an_in_band_error():
 async def test_parse_stream_yields_deltas_then_one_final_chunk_with_usage():
     chunks = [
         c
-        async for c in adapter.parse_stream(events(
+        async for c in adapter.parse_stream(sse_events(
             '{"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
             '{"model":"m","choices":[{"index":0,"delta":{"content":"Hel"}}]}',
             '{"model":"m","choices":[{"index":0,"delta":{"content":"lo"}}]}',
@@ -126,12 +121,12 @@ async def test_parse_stream_yields_deltas_then_one_final_chunk_with_usage():
 
 async def test_parse_stream_refuses_a_stream_that_just_stops():
     with pytest.raises(MalformedResponse):
-        [c async for c in adapter.parse_stream(events('{"choices":[{"delta":{"content":"Hel"}}]}'))]
+        await collect(adapter.parse_stream(sse_events('{"choices":[{"delta":{"content":"Hel"}}]}')))
 
 
 async def test_parse_stream_raises_a_mid_stream_error():
     with pytest.raises(ProviderError, match="server_error|boom") as exc:
-        [c async for c in adapter.parse_stream(events('{"error":{"message":"boom","type":"server_error"}}'))]
+        await collect(adapter.parse_stream(sse_events('{"error":{"message":"boom","type":"server_error"}}')))
     assert exc.value.retryable
 
 

@@ -83,18 +83,12 @@ class CustomProvider(openai.OpenAIProvider):
     settings_class = Settings
     default_base_url = None  # there is no public default; base_url is required
 
-    def headers(self, accept: str = "application/json") -> dict[str, str]:
-        """Extra headers first, so the credential header always carries the key."""
+    def extra_headers(self) -> dict[str, str]:
+        return dict(self.settings.headers)
+
+    def credential_header(self, key: str) -> tuple[str, str]:
         s: Settings = self.settings
-        headers = {"Content-Type": "application/json", "Accept": accept, **dict(s.headers)}
-        if s.organization:
-            headers["OpenAI-Organization"] = s.organization
-        if s.project:
-            headers["OpenAI-Project"] = s.project
-        key = self.api_key
-        if key:
-            headers[s.auth_header] = f"{s.auth_scheme} {key}" if s.auth_scheme else key
-        return headers
+        return s.auth_header, f"{s.auth_scheme} {key}" if s.auth_scheme else key
 
     @property
     def models_path(self) -> str:

@@ -190,16 +190,24 @@ class OpenAIProvider(BaseProvider):
         self.base_url = self.base_url_or(self.default_base_url)
 
     def headers(self, accept: str = "application/json") -> dict[str, str]:
-        """Request headers: content type, bearer key, organization and project."""
-        headers = {"Content-Type": "application/json", "Accept": accept}
-        key = self.api_key
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        """Request headers: content type, extra headers, organization and project, then
+        the key last, so that nothing can replace the credential header."""
+        headers = {"Content-Type": "application/json", "Accept": accept, **self.extra_headers()}
         if self.settings.organization:
             headers["OpenAI-Organization"] = self.settings.organization
         if self.settings.project:
             headers["OpenAI-Project"] = self.settings.project
+        key = self.api_key
+        if key:
+            name, value = self.credential_header(key)
+            headers[name] = value
         return headers
+
+    def extra_headers(self) -> dict[str, str]:
+        return {}
+
+    def credential_header(self, key: str) -> tuple[str, str]:
+        return "Authorization", f"Bearer {key}"
 
     @property
     def models_path(self) -> str:

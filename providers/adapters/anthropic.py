@@ -31,6 +31,7 @@ from providers.adapters.base import (
     alternating_turns,
     classify,
     invalid_setting,
+    positive_int_setting,
 )
 from providers.adapters.http import Call, error_message, json_object, sse_events
 
@@ -73,9 +74,7 @@ class Settings:
             beta = [beta]
         if not isinstance(beta, list) or not all(isinstance(b, str) and b and "," not in b for b in beta):
             raise invalid_setting("settings.beta must be a list of beta flag names.")
-        max_tokens = raw.get("max_tokens", DEFAULT_MAX_TOKENS)
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise invalid_setting("settings.max_tokens must be a positive integer.")
+        max_tokens = positive_int_setting(raw.get("max_tokens", DEFAULT_MAX_TOKENS), "max_tokens")
         return cls(anthropic_version=version, beta=tuple(beta), max_tokens=max_tokens)
 
 

@@ -231,6 +231,13 @@ def invalid_setting(message: str) -> InvalidConfig:
     return InvalidConfig(message, {"field": "settings"})
 
 
+def positive_int_setting(value: Any, name: str) -> int:
+    """`value` when it is a positive int (not a bool); raises invalid_setting otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise invalid_setting(f"settings.{name} must be a positive integer.")
+    return value
+
+
 async def timed_probe(check: Callable[[], Awaitable[Any]]) -> HealthProbe:
     """Run one health check and time it.
 

@@ -28,6 +28,7 @@ from providers.adapters.base import (
     Usage,
     chat_messages,
     invalid_setting,
+    positive_int_setting,
     present,
 )
 from providers.adapters.http import ndjson
@@ -56,8 +57,8 @@ class Settings:
         if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
             raise invalid_setting("settings.keep_alive must be a duration string or seconds.")
         num_ctx = raw.get("num_ctx")
-        if num_ctx is not None and (isinstance(num_ctx, bool) or not isinstance(num_ctx, int) or num_ctx <= 0):
-            raise invalid_setting("settings.num_ctx must be a positive integer.")
+        if num_ctx is not None:
+            positive_int_setting(num_ctx, "num_ctx")
         options = raw.get("options") or {}
         if not isinstance(options, dict):
             raise invalid_setting("settings.options must be an object.")

@@ -14,7 +14,7 @@ the test. Typical use:
 adapter tests and `adapter_for(upstream, type, label, key, **fields)` the adapter for a
 label on the fake; `http_session` closes the pooled client session after an async test;
 `assert_matches_spec(provider, schema, body)` checks a recorded body against the
-trimmed official OpenAPI description in /work/shared/provider-specs/served.
+trimmed official OpenAPI description in ../shared/provider-specs/served.
 
 Stream helpers: `collect(stream)`, `stream_until_error(stream)` (the error and the
 chunks before it), `assert_stream_matches_completion(provider, request)`, and
@@ -38,7 +38,12 @@ from providers.adapters.base import Chunk, CompletionRequest, Provider, Provider
 from providers.fake_upstream import FakeUpstream
 from providers.models import ProviderConfig
 
-SPEC_DIR = Path(os.environ.get("AXONFLOW_PROVIDER_SPECS", "/work/shared/provider-specs/served"))
+# shared/ sits beside the checkout (here and in CI); AXONFLOW_PROVIDER_SPECS overrides.
+SPEC_DIR = Path(
+    os.environ.get(
+        "AXONFLOW_PROVIDER_SPECS", Path(__file__).resolve().parents[2] / "shared" / "provider-specs" / "served"
+    )
+)
 
 
 @pytest.fixture(scope="session")

@@ -96,8 +96,13 @@ def bench_env(database_url: str | None) -> dict[str, str]:
 class Stack:
     """The fake upstream and the gateway as child processes."""
 
-    def __init__(self, env: dict[str, str], providers: int = 2):
+    def __init__(self, env: dict[str, str], providers: int = 2, pin: bool = True):
         self.env = env
+        # With two or more CPUs: the gateway alone on the last one, the fake upstream and
+        # the load generators on the others, so the gateway's figures are its own.
+        cpus = sorted(os.sched_getaffinity(0))
+        self.gateway_cpus = {cpus[-1]} if pin and len(cpus) > 1 else set(cpus)
+        self.other_cpus = set(cpus[:-1]) if pin and len(cpus) > 1 else set(cpus)
         self.procs: list[subprocess.Popen] = []
         self.upstream_port, self.gateway_port = free_port(), free_port()
         self.providers = providers
@@ -106,6 +111,7 @@ class Stack:
         if not self.env["DATABASE_URL"].startswith("postgres"):
             Path(self.env["DATABASE_URL"].removeprefix("sqlite:///")).unlink(missing_ok=True)  # same start every run
         subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True)
+        os.sched_setaffinity(0, self.other_cpus)  # this process (aiohttp client) and its children
         upstream = self._spawn(
             [PY, "manage.py", "fake_upstream", "--port", str(self.upstream_port), "--backlog", "4096"]
         )
@@ -122,6 +128,7 @@ class Stack:
                 "--no-access-log", "--log-level", "warning", "--lifespan", "on", "--backlog", "4096",
             ]
         )  # fmt: skip
+        os.sched_setaffinity(self.gateway.pid, self.gateway_cpus)
         wait_port(self.gateway_port, self.gateway)
         return self
 
@@ -300,6 +307,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ttfb-requests", type=int, default=500)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place every process on any CPU")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.ttfb_requests = 3.0, 1, 200
@@ -307,14 +315,18 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk")
     sys.path.insert(0, str(ROOT))
     wanted = [s for s in args.only.split(",") if s]
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "args": vars(args)}
-    with Stack(bench_env(args.database_url)) as stack:
+    # Other work on the machine shows up as lower req/s at the same CPU per request.
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_before": os.getloadavg()[0],
+               "pinned": not args.no_pin}  # fmt: skip
+    results: dict = {"machine": machine, "args": vars(args)}
+    with Stack(bench_env(args.database_url), pin=not args.no_pin) as stack:
         warm_up(stack)
         for name in SCENARIOS:
             if name in wanted:
                 print(f"== {name}", file=sys.stderr, flush=True)
                 results[name] = globals()[name](stack, args)
                 print(json.dumps(results[name], indent=1), file=sys.stderr, flush=True)
+    machine["loadavg_after"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
     from bench.report import markdown

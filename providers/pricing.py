@@ -6,6 +6,7 @@ models cost 0 until an operator sets a price.
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -76,9 +77,11 @@ def _bare_model(model: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=1024)
 def table_price(model: str) -> tuple[Decimal, Decimal]:
     """Price for `model` by longest matching prefix (Bedrock inference-profile prefixes
-    such as `us.` or `global.`, and ARNs, are reduced to the model id first)."""
+    such as `us.` or `global.`, and ARNs, are reduced to the model id first). Cached:
+    the router prices every completion, and the scan over the table is the cost."""
     candidates = [model, _bare_model(model)]
     best = ""
     for name in candidates:

@@ -20,7 +20,7 @@ from django.core.handlers.exception import convert_exception_to_response
 from routing.completions import openai_app
 from routing.lifespan import on_startup
 
-MAX_IDLE_THREADS = 256  # sync-work threads kept for /api/ requests (one per concurrent request)
+MAX_IDLE_THREADS = 1024  # sync-work threads kept for /api/ requests (one per concurrent request)
 
 # The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
 # needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,

@@ -30,7 +30,7 @@ COMPONENTS = [
         "providers/pricing.py",
     )),
     ("usage entry on the request path", ("routing/usage.py",)),
-    ("/v1 handler: auth, parse, validate, render", ("routing/completions.py", "routing/openai_wire.py",
+    ("endpoint code: auth, parse, validate, render", ("routing/completions.py", "routing/openai_wire.py",
                                                     "routing/mount.py", "tenants/")),
     ("OpenAI adapter (to_wire, from_wire, Call)", ("providers/adapters/",)),
     ("aiohttp client (upstream request)", ("aiohttp/",)),

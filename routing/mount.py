@@ -11,15 +11,21 @@ garbage collector's reach.
 from __future__ import annotations
 
 import gc
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponse
 
 from routing.completions import openai_app
 from routing.lifespan import on_startup
 
+DJANGO_PAGES = {
+    404: ("not_found", "No such API endpoint."),
+    500: ("internal_error", "Internal error; see the server log."),
+}
 MAX_IDLE_THREADS = 1024  # sync-work threads kept for /api/ requests (one per concurrent request)
 
 # The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
@@ -30,9 +36,11 @@ MAX_IDLE_THREADS = 1024  # sync-work threads kept for /api/ requests (one per co
 # hops cost more than the completion itself (docs/benchmarks.md).
 
 
-class InlineSecurityMiddleware:
+class APIMiddleware:
     """SecurityMiddleware's process_request/process_response (pure header logic, no
-    I/O) called inline on the event loop rather than through sync_to_async."""
+    I/O) called inline on the event loop rather than through sync_to_async; and the
+    error envelope for what Django itself answers under /api/ (an unknown path, an
+    exception outside DRF), whose default pages are HTML."""
 
     sync_capable, async_capable = False, True
 
@@ -47,11 +55,15 @@ class InlineSecurityMiddleware:
         response = self.security.process_request(request)
         if response is None:
             response = await self.get_response(request)
+        if response.status_code in DJANGO_PAGES and response.get("Content-Type", "").startswith("text/html"):
+            code, message = DJANGO_PAGES[response.status_code]
+            body = json.dumps({"error": {"code": code, "message": message, "details": {}}})
+            response = HttpResponse(body, status=response.status_code, content_type="application/json")
         return self.security.process_response(request, response)
 
 
 class APIHandler(ASGIHandler):
-    """Django's ASGI handler for /api/: InlineSecurityMiddleware as its only middleware,
+    """Django's ASGI handler for /api/: APIMiddleware as its only middleware,
     and a reused thread for each request's sync work.
 
     Django gives every request a ThreadSensitiveContext, whose sync work (the
@@ -70,7 +82,7 @@ class APIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = True) -> None:
         self._view_middleware, self._template_response_middleware, self._exception_middleware = [], [], []
         handler = convert_exception_to_response(self._get_response_async)
-        self._middleware_chain = convert_exception_to_response(InlineSecurityMiddleware(handler))
+        self._middleware_chain = convert_exception_to_response(APIMiddleware(handler))
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

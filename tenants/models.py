@@ -40,7 +40,6 @@ class Tenant(models.Model):
     health_interval_seconds = models.PositiveIntegerField(default=30)
     # Status-derivation thresholds; empty means the defaults in routing/health.py.
     health_settings = models.JSONField(default=dict, blank=True)
-    default_weights = models.JSONField(default=dict, blank=True)
     store_prompts = models.BooleanField(default=False)
     created = models.DateTimeField(default=timezone.now)
 

@@ -6,4 +6,5 @@ app_name = "routing"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("status/", views.status_board, name="status"),
 ]

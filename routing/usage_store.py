@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -15,41 +14,29 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from routing.metrics import bucket_index, empty_histogram
+from routing.metrics import WindowMetrics, bucket_index
 
 if TYPE_CHECKING:
     from routing.usage import Entry
 
-ZERO = Decimal("0")
 
 
 def _minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-@dataclass(slots=True)
-class Tally:
-    requests: int = 0
-    errors: int = 0
-    latency_sum: float = 0.0
-    histogram: list[int] = field(default_factory=empty_histogram)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = ZERO
-
-
-def tally(entries: list[Entry], live_providers: set[int]) -> dict[tuple[int, datetime], Tally]:
+def tally(entries: list[Entry], live_providers: set[int]) -> dict[tuple[int, datetime], WindowMetrics]:
     """Per (provider, minute): every attempt that reached the provider (rate-limit skips
     did not), with tokens and cost on the successful one."""
-    tallies: dict[tuple[int, datetime], Tally] = defaultdict(Tally)
+    tallies: dict[tuple[int, datetime], WindowMetrics] = defaultdict(WindowMetrics)
     for entry in entries:
         minute = _minute(entry.created)
         for attempt, provider_id in zip(entry.attempts, entry.attempt_ids, strict=True):
             if attempt["outcome"] == "rate_limited" or provider_id not in live_providers:
                 continue
             t = tallies[(provider_id, minute)]
-            t.requests += 1
-            t.latency_sum += attempt["latency_ms"]
+            t.request_count += 1
+            t.latency_sum_ms += attempt["latency_ms"]
             t.histogram[bucket_index(attempt["latency_ms"])] += 1
             if attempt["outcome"] == "success":
                 if entry.status == "success":
@@ -57,11 +44,11 @@ def tally(entries: list[Entry], live_providers: set[int]) -> dict[tuple[int, dat
                     t.completion_tokens += entry.completion_tokens
                     t.cost += entry.cost
             else:
-                t.errors += 1
+                t.error_count += 1
     return tallies
 
 
-def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Tally) -> None:
+def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: WindowMetrics) -> None:
     from routing.models import MetricBucket
 
     for _ in range(3):
@@ -73,9 +60,9 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Tally)
                         tenant_id=tenant_id,
                         provider_id=provider_id,
                         minute=minute,
-                        request_count=t.requests,
-                        error_count=t.errors,
-                        latency_sum_ms=t.latency_sum,
+                        request_count=t.request_count,
+                        error_count=t.error_count,
+                        latency_sum_ms=t.latency_sum_ms,
                         latency_histogram=t.histogram,
                         prompt_tokens=t.prompt_tokens,
                         completion_tokens=t.completion_tokens,
@@ -87,9 +74,9 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Tally)
         histogram = list(bucket.latency_histogram or []) + [0] * (
             len(t.histogram) - len(bucket.latency_histogram or [])
         )
-        bucket.request_count += t.requests
-        bucket.error_count += t.errors
-        bucket.latency_sum_ms += t.latency_sum
+        bucket.request_count += t.request_count
+        bucket.error_count += t.error_count
+        bucket.latency_sum_ms += t.latency_sum_ms
         bucket.latency_histogram = [a + b for a, b in zip(histogram, t.histogram, strict=False)]
         bucket.prompt_tokens += t.prompt_tokens
         bucket.completion_tokens += t.completion_tokens

@@ -159,22 +159,52 @@ def resolve_api_key(config: ProviderConfig) -> str:
 
     Cached per (config, stored value) for AXONFLOW_SECRET_TTL_SECONDS, so a changed key
     or reference is picked up at once and a rotated file or env value within the TTL.
+    An expired reference is served stale while one background thread re-resolves it:
+    this runs on the request path, and a Secrets Manager call must not block the loop.
     """
     cache_key = (config.pk, config.api_key_encrypted, config.secret_ref)
-    now = time.monotonic()
     hit = _cache.get(cache_key)
-    if hit and hit[0] > now:
+    if hit and hit[0] > time.monotonic():
         return hit[1]
-    if config.secret_ref:
-        value = _resolve_reference(config.secret_ref)
-    elif config.api_key_encrypted:
-        value = decrypt(config.api_key_encrypted)
+    if hit and config.secret_ref:
+        _refresh_in_background(cache_key, config.secret_ref)
+        return hit[1]
+    return _resolve_and_cache(cache_key, config.secret_ref, config.api_key_encrypted)
+
+
+def _resolve_and_cache(cache_key: tuple, ref: str, encrypted: str) -> str:
+    if ref:
+        value = _resolve_reference(ref)
+    elif encrypted:
+        value = decrypt(encrypted)
     else:
         value = ""
     remember(value)
     with _lock:
-        _cache[cache_key] = (now + settings.AXONFLOW_SECRET_TTL_SECONDS, value)
+        _cache[cache_key] = (time.monotonic() + settings.AXONFLOW_SECRET_TTL_SECONDS, value)
     return value
+
+
+_refreshing: set[tuple] = set()
+
+
+def _refresh_in_background(cache_key: tuple, ref: str) -> None:
+    with _lock:
+        if cache_key in _refreshing:
+            return
+        _refreshing.add(cache_key)
+
+    def refresh() -> None:
+        try:
+            _resolve_and_cache(cache_key, ref, "")
+        except InvalidConfig:
+            with _lock:  # the reference broke: drop it, so the next use raises
+                _cache.pop(cache_key, None)
+        finally:
+            with _lock:
+                _refreshing.discard(cache_key)
+
+    threading.Thread(target=refresh, name="secret-refresh", daemon=True).start()
 
 
 def invalidate(config: ProviderConfig) -> None:

@@ -86,3 +86,19 @@ def test_scrub_removes_known_keys_and_credential_shapes():
     cleaned = secrets.scrub(text)
     assert "my-very-private-key-42" not in cleaned and "abcdefghijklmnop1234" not in cleaned
     assert secrets.REDACTED in cleaned
+
+
+def test_an_expired_reference_is_served_stale_while_it_refreshes(acme, make_provider, settings, monkeypatch):
+    import threading
+
+    settings.AXONFLOW_SECRET_ENV_PREFIXES = ["AXONFLOW_KEY_"]
+    monkeypatch.setenv("AXONFLOW_KEY_X", "sk-first-value-0123456789")
+    config = make_provider(acme, secret_ref="env:AXONFLOW_KEY_X")
+    settings.AXONFLOW_SECRET_TTL_SECONDS = 0  # every cached value is expired at once
+    assert secrets.resolve_api_key(config) == "sk-first-value-0123456789"
+
+    monkeypatch.setenv("AXONFLOW_KEY_X", "sk-second-value-0123456789")
+    assert secrets.resolve_api_key(config) == "sk-first-value-0123456789"  # no wait on the request path
+    for thread in [t for t in threading.enumerate() if t.name == "secret-refresh"]:
+        thread.join(5)
+    assert secrets.resolve_api_key(config) == "sk-second-value-0123456789"

@@ -162,14 +162,11 @@ AXONFLOW_RETENTION_DAYS = env.int("AXONFLOW_RETENTION_DAYS", default=30)
 # Usage batch writer.
 AXONFLOW_USAGE_FLUSH_SECONDS = env.float("AXONFLOW_USAGE_FLUSH_SECONDS", default=1.0)
 AXONFLOW_USAGE_BATCH_SIZE = env.int("AXONFLOW_USAGE_BATCH_SIZE", default=500)
-AXONFLOW_STORE_PROMPTS_DEFAULT = False
 
 # Completion request limits.
 AXONFLOW_MAX_BODY_BYTES = env.int("AXONFLOW_MAX_BODY_BYTES", default=1_048_576)
 DATA_UPLOAD_MAX_MEMORY_SIZE = AXONFLOW_MAX_BODY_BYTES
 
-# Demo / fake upstream.
-AXONFLOW_FAKE_UPSTREAM_URL = env.str("AXONFLOW_FAKE_UPSTREAM_URL", default="http://127.0.0.1:8100")
 
 # --- Auth, i18n, static -----------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -35,11 +35,12 @@ def _fixed_encryption_keys(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    from routing import cache, ratelimit, usage
+    from routing import cache, health, ratelimit, usage
     from tenants.authentication import forget_tokens
 
     forget_tokens()
     cache.invalidate_all()
+    health.reset()  # circuits and thresholds are per process: no test inherits another's
     # Tests flush usage themselves (usage.writer.flush()); a background writer thread
     # would hold its own DB connection against the test's transaction.
     usage.writer.autostart = False
@@ -48,6 +49,7 @@ def _fresh_caches():
     yield
     forget_tokens()
     cache.invalidate_all()
+    health.reset()
     usage.writer.discard()
     ratelimit.set_limiter(None)
 
@@ -170,6 +172,14 @@ def as_tenant():
             yield
 
     return enter
+
+
+@pytest.fixture
+def two(acme, make_provider, upstream):
+    """`a` (priority 1, always tried first) and `b`, both of acme, on the fake upstream."""
+    a = make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", priority=1)
+    b = make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222")
+    return a, b
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ KEY = "sk-test-health-0123456789abcdef"
 OK, FAILING = {}, {"failure_rate": 1.0, "failure_scope": "probe"}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_breaker():
-    health.reset()
-    yield
-    health.reset()
-
-
 @pytest.fixture
 def provider(acme, upstream, make_provider):
     """An OpenAI-type provider of acme whose probes hit label `p1` of the fake upstream."""

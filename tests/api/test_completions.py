@@ -16,21 +16,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/completions"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_circuits():
-    health.reset()
-    yield
-    health.reset()
-
-
-@pytest.fixture
-def two(acme, make_provider, upstream):
-    """`a` (priority 1, always tried first) and `b`, both on the fake upstream."""
-    a = make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", priority=1)
-    b = make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222")
-    return a, b
-
-
 @pytest.fixture
 def api(gateway, acme):
     with gateway.client(make_token(acme, TokenScope.COMPLETIONS)) as client:

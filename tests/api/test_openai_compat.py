@@ -21,20 +21,6 @@ CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_circuits():
-    health.reset()
-    yield
-    health.reset()
-
-
-@pytest.fixture
-def two(acme, make_provider, upstream):
-    a = make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", priority=1)
-    b = make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222")
-    return a, b
-
-
 @pytest.fixture
 def token(acme) -> str:
     return make_token(acme, TokenScope.COMPLETIONS)

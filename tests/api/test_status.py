@@ -19,13 +19,6 @@ URL = "/api/v1/status/"
 KEY = "sk-test-status-0123456789abcdef"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_breaker():
-    health.reset()
-    yield
-    health.reset()
-
-
 def add_traffic(
     as_tenant, config, minutes_ago: float, latencies: list[float], errors: int = 0, tokens=(0, 0), cost="0"
 ):

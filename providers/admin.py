@@ -8,7 +8,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 
-from providers.errors import AxonFlowError
+from axonflow_site.errors import AxonFlowError
 from providers.models import HealthResult, ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 

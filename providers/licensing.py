@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.errors import LicenseRequired
+from axonflow_site.errors import LicenseRequired
 from providers.models import ProviderType
 from tenants.models import Plan, Tenant
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from providers.errors import InvalidConfig
+from axonflow_site.errors import InvalidConfig
 from providers.licensing import ENTERPRISE_TYPES, OSS_TYPES, check_license
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-from providers.errors import InvalidConfig
+from axonflow_site.errors import InvalidConfig
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

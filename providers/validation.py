@@ -14,8 +14,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
+from axonflow_site.errors import DuplicateProvider, ValidationFailed
 from providers import secrets
-from providers.errors import DuplicateProvider, ValidationFailed
 from providers.licensing import check_license
 from providers.models import ProviderConfig, ProviderType
 from tenants.models import Tenant

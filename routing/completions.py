@@ -32,8 +32,8 @@ from django.db import close_old_connections
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
+from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound, Unauthorized
 from providers.adapters.base import CompletionRequest, Message
-from providers.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound, Unauthorized
 from routing import openai_wire, router
 from routing.api.base import check_body_size
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer

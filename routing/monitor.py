@@ -27,9 +27,9 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from axonflow_site.errors import ProviderNotFound
 from providers import registry, secrets
 from providers.adapters.base import HealthProbe
-from providers.errors import ProviderNotFound
 from providers.models import HealthResult, HealthSource, ProviderConfig
 from routing import cache, health, live
 from tenants.models import Tenant

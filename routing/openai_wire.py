@@ -22,8 +22,8 @@ import math
 import time
 from typing import Any
 
+from axonflow_site.errors import AxonFlowError, ValidationFailed
 from providers.adapters.base import Chunk, CompletionRequest, Message
-from providers.errors import AxonFlowError, ValidationFailed
 from routing.router import RouteResult
 from routing.selection import RoutingOptions
 

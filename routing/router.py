@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
 from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
-from providers.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
 from providers.pricing import actual_cost, estimate_prompt_tokens
 from routing import health, usage
 from routing.ratelimit import Limiter, get_limiter

@@ -38,8 +38,8 @@ from routing import usage_store
 from routing.lifespan import on_shutdown, on_startup
 
 if TYPE_CHECKING:
+    from axonflow_site.errors import AxonFlowError
     from providers.adapters.base import CompletionRequest
-    from providers.errors import AxonFlowError
     from routing.router import Attempt, Caller, RouteResult
 
 log = logging.getLogger("axonflow.usage")

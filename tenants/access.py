@@ -1,14 +1,18 @@
-"""All scoping of console requests to the active tenant and role lives here."""
+"""All scoping of console requests to the active tenant and role lives here. Generic:
+tenancy knows no provider, route or token model; callers pass their queryset."""
 
 from __future__ import annotations
 
 import functools
+from typing import TypeVar
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 
-from providers.models import ProviderConfig
 from tenants.models import ROLE_RANK, Role
+
+M = TypeVar("M", bound=Model)
 
 
 def role_of(request: HttpRequest) -> str | None:
@@ -45,16 +49,16 @@ def require_role(role: str = Role.VIEWER):
     return decorator
 
 
-def get_provider_for_user(request: HttpRequest, name: str) -> tuple[ProviderConfig, bool]:
-    """The active tenant's provider named `name`, and whether the user may change it.
+def get_for_tenant(request: HttpRequest, queryset: QuerySet[M], **lookup) -> M:
+    """The one object of `queryset` in the request's active tenant matching `lookup`.
 
-    Another tenant's provider is indistinguishable from a missing one: 404.
+    Another tenant's object is indistinguishable from a missing one: Http404 for both,
+    so a non-member learns nothing about what exists (hc's _get_check_for_user).
     """
     tenant = getattr(request, "tenant", None)
     if tenant is None or getattr(request, "membership", None) is None:
         raise Http404("No active tenant")
     try:
-        config = ProviderConfig.objects.get(tenant=tenant, name=name)
-    except ProviderConfig.DoesNotExist:
-        raise Http404("No such provider") from None
-    return config, has_role(request, Role.OPERATOR)
+        return queryset.get(tenant=tenant, **lookup)
+    except queryset.model.DoesNotExist:
+        raise Http404(f"No such {queryset.model._meta.verbose_name}") from None

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, permissions
 
-from providers.errors import Forbidden, Unauthorized
+from axonflow_site.errors import Forbidden, Unauthorized
 from tenants.models import ApiToken, TokenScope, hash_token
 
 CACHE_TTL_SECONDS = 30.0

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import anthropic as adapter
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
-from providers.errors import InvalidConfig
 from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
 
 KEY = "sk-ant-test-0123456789abcdef"

@@ -14,10 +14,10 @@ import yarl
 from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import aws, bedrock
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
 from providers.adapters.http import Clocks
-from providers.errors import InvalidConfig
 from providers.fake_upstream import bedrock as fake_bedrock
 from providers.pricing import actual_cost
 from tests.fixtures_upstream import adapter_for, assert_stream_matches_completion, stream_until_error

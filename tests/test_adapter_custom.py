@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from axonflow_site.errors import InvalidConfig
 from providers import registry
 from providers.adapters import openai
 from providers.adapters.base import CompletionRequest, Message, Provider
 from providers.adapters.custom import CustomProvider, Settings
-from providers.errors import InvalidConfig
 from tests.fixtures_upstream import assert_matches_spec, make_config
 
 KEY = "custom-key-0123456789abcdef"

@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import gemini
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
-from providers.errors import InvalidConfig
 from providers.fake_upstream.gemini import BLOCK_MARKER
 from providers.pricing import actual_cost
 from tests.fixtures_upstream import (

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import ollama
 from providers.adapters.base import (
     CompletionRequest,
@@ -15,7 +16,6 @@ from providers.adapters.base import (
     ProviderError,
     ProviderTimeout,
 )
-from providers.errors import InvalidConfig
 from providers.pricing import actual_cost
 from tests.fixtures_upstream import (
     adapter_for,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import openai as adapter
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
-from providers.errors import InvalidConfig
 from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
 
 KEY = "sk-test-openai-0123456789abcdef"

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from providers import registry
-from providers.adapters.base import BaseProvider, HealthProbe
+from providers.adapters.base import HealthProbe
+from providers.adapters.http import BaseProvider
 from providers.models import HealthResult, ProviderConfig
 from routing import health, monitor
 from routing.health import DEGRADED, HEALTHY, UNHEALTHY

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from axonflow_site.errors import NoHealthyProvider, RateLimited, UpstreamFailed
 from providers.adapters.base import (
     Chunk,
     CompletionRequest,
@@ -20,7 +21,6 @@ from providers.adapters.base import (
     Usage,
     classify,
 )
-from providers.errors import NoHealthyProvider, RateLimited, UpstreamFailed
 from providers.models import ProviderConfig
 from providers.registry import register_factory
 from routing import health, router, usage

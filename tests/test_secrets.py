@@ -9,8 +9,8 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.db import connection
 
+from axonflow_site.errors import InvalidConfig
 from providers import secrets
-from providers.errors import InvalidConfig
 from tests.conftest import TEST_KEYS
 
 KEY = "sk-live-1234567890abcdefWXYZ"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
-    BaseProvider,
     Capabilities,
     Chunk,
     CompletionRequest,
@@ -33,7 +32,7 @@ from providers.adapters.base import (
     invalid_setting,
     positive_int_setting,
 )
-from providers.adapters.http import Call, error_message, json_object, sse_events
+from providers.adapters.http import BaseProvider, Call, error_message, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

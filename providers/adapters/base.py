@@ -1,7 +1,8 @@
 """The provider interface every adapter implements, its normalized request and
 response types, and the error tree the router relies on.
 
-Adapters never retry: they raise a ProviderError whose `retryable` flag tells the
+A leaf: it imports no other adapter module (BaseProvider, which needs the HTTP layer,
+lives in http.py). Adapters never retry: they raise a ProviderError whose `retryable` flag tells the
 router whether to fail over (SPEC §2 rule 4).
 """
 
@@ -12,15 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from axonflow_site.errors import InvalidConfig
 from providers import secrets
-from providers.errors import InvalidConfig
-
-if TYPE_CHECKING:
-    from providers.adapters.http import Call
-    from providers.models import ProviderConfig
-
 
 # --- normalized request and response -------------------------------------------------
 
@@ -277,95 +273,3 @@ class Provider(Protocol):
     async def health_check(self) -> HealthProbe: ...
 
     def estimate_cost(self, request: CompletionRequest) -> CostEstimate: ...
-
-
-class BaseProvider:
-    """Shared plumbing for adapters built from a ProviderConfig.
-
-    Subclasses set `type` and implement complete/stream/health_check. The key is
-    resolved lazily (and cached by providers.secrets), so building is cheap. A
-    `settings_class` (a dataclass with `parse(raw)` raising InvalidConfig) is parsed
-    from `config.settings` into `self.settings` at build time; `call_class` is the
-    http.Call subclass reading the provider's error shape (http.Call when None).
-    """
-
-    type = ""
-    supports_streaming = True
-    settings_class: ClassVar[Any] = None
-    call_class: ClassVar[type[Call] | None] = None
-
-    def __init__(self, config: ProviderConfig):
-        self.config = config
-        self.name = config.name
-        self.model = config.model
-        self.timeout = float(config.timeout_seconds or 30)
-        self.options: Mapping[str, Any] = config.settings or {}
-        self.settings = self.settings_class.parse(self.options) if self.settings_class else None
-
-    def base_url_or(self, default: str | None) -> str:
-        """config.base_url, else `default`, without a trailing slash.
-
-        Raises InvalidConfig when neither is set."""
-        base_url = self.config.base_url or default
-        if not base_url:
-            raise InvalidConfig(f"Provider '{self.name}' needs a base_url.", {"field": "base_url"})
-        return base_url.rstrip("/")
-
-    def _call(self) -> Call:
-        """A new attempt under this config's four clocks (http.Clocks.for_timeout)."""
-        from providers.adapters.http import Call, Clocks  # http imports this module
-
-        return (self.call_class or Call)(self.name, Clocks.for_timeout(self.timeout, self.options))
-
-    async def post_json(
-        self,
-        url: str,
-        headers: Mapping[str, str],
-        body: Any,
-        parse: Callable[[Any, str], CompletionResponse],
-        model: str,
-    ) -> CompletionResponse:
-        """POST `body` as JSON and return `parse(answer, self.name)`, naming `model` when
-        the upstream's answer names none. Raises ProviderError (from the call or parse)."""
-        data = await self._call().request_json("POST", url, headers, json_body=body)
-        response = parse(data, self.name)
-        response.model = response.model or model
-        return response
-
-    async def open_lines(self, url: str, headers: Mapping[str, str], body: Any) -> AsyncIterator[bytes]:
-        """POST `body` and return the streamed answer's lines (http.Call.lines) once the
-        headers are in. Raises ProviderError for a refused or failed request."""
-        call = self._call()
-        response = await call.open("POST", url, headers, json_body=body)
-        return call.lines(response)
-
-    async def probe_list(
-        self, url: str, headers: Mapping[str, str], key: str, message: str, *, optional: bool = False
-    ) -> HealthProbe:
-        """The timed probe of a GET listing (models, tags): ok when the answer is an
-        object holding a list under `key` (see require_list)."""
-
-        async def check() -> None:
-            require_list(
-                await self._call().request_json("GET", url, headers), key, self.name, message, optional=optional
-            )
-
-        return await timed_probe(check)
-
-    @property
-    def api_key(self) -> str:
-        return secrets.resolve_api_key(self.config)
-
-    def model_for(self, request: CompletionRequest) -> str:
-        return request.model or self.model
-
-    def capabilities(self) -> Capabilities:
-        return Capabilities(streaming=self.supports_streaming)
-
-    def estimate_cost(self, request: CompletionRequest) -> CostEstimate:
-        from providers.pricing import estimate_cost
-
-        return estimate_cost(self.config, request)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}>"

@@ -34,9 +34,9 @@ from urllib.parse import quote
 
 import yarl
 
+from axonflow_site.errors import InvalidConfig
 from providers.adapters import aws
 from providers.adapters.base import (
-    BaseProvider,
     Chunk,
     CompletionRequest,
     CompletionResponse,
@@ -52,8 +52,7 @@ from providers.adapters.base import (
     require_list,
     timed_probe,
 )
-from providers.adapters.http import Call, error_message, json_object
-from providers.errors import InvalidConfig
+from providers.adapters.http import BaseProvider, Call, error_message, json_object
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from providers.adapters.base import (
-    BaseProvider,
     Capabilities,
     Chunk,
     CompletionRequest,
@@ -37,7 +36,7 @@ from providers.adapters.base import (
     invalid_setting,
     present,
 )
-from providers.adapters.http import Call, json_object, sse_events
+from providers.adapters.http import BaseProvider, Call, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

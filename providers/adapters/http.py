@@ -1,5 +1,6 @@
 """The one pooled aiohttp session per process (per event loop), the four clocks of an
-attempt, and the line decoders for SSE and NDJSON streams.
+attempt, the line decoders for SSE and NDJSON streams, and BaseProvider, the plumbing
+every adapter class shares (base.py stays a leaf of types and errors).
 
 Clocks: `connect` (TCP/TLS), `first_byte` (until response headers, or the first chunk
 of a stream), `idle` (between reads of a stream) and `total` (the config's
@@ -13,13 +14,32 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
-from providers.adapters.base import MalformedResponse, ProviderConnectError, ProviderError, ProviderTimeout, classify
+from axonflow_site.errors import InvalidConfig
+from providers import secrets
+from providers.adapters.base import (
+    Capabilities,
+    CompletionRequest,
+    CompletionResponse,
+    CostEstimate,
+    HealthProbe,
+    MalformedResponse,
+    ProviderConnectError,
+    ProviderError,
+    ProviderTimeout,
+    classify,
+    require_list,
+    timed_probe,
+)
+from providers.pricing import estimate_cost
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
 
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
@@ -239,3 +259,94 @@ async def ndjson(lines: AsyncIterator[bytes], provider: str) -> AsyncIterator[di
     async for raw in lines:
         if raw.strip():
             yield json_object(raw, provider, "stream line")
+
+
+# --- the adapter base ---------------------------------------------------------------------
+
+
+class BaseProvider:
+    """Shared plumbing for adapters built from a ProviderConfig.
+
+    Subclasses set `type` and implement complete/stream/health_check. The key is
+    resolved lazily (and cached by providers.secrets), so building is cheap. A
+    `settings_class` (a dataclass with `parse(raw)` raising InvalidConfig) is parsed
+    from `config.settings` into `self.settings` at build time; `call_class` is the
+    http.Call subclass reading the provider's error shape (http.Call when None).
+    """
+
+    type = ""
+    supports_streaming = True
+    settings_class: ClassVar[Any] = None
+    call_class: ClassVar[type[Call] | None] = None
+
+    def __init__(self, config: ProviderConfig):
+        self.config = config
+        self.name = config.name
+        self.model = config.model
+        self.timeout = float(config.timeout_seconds or 30)
+        self.options: Mapping[str, Any] = config.settings or {}
+        self.settings = self.settings_class.parse(self.options) if self.settings_class else None
+
+    def base_url_or(self, default: str | None) -> str:
+        """config.base_url, else `default`, without a trailing slash.
+
+        Raises InvalidConfig when neither is set."""
+        base_url = self.config.base_url or default
+        if not base_url:
+            raise InvalidConfig(f"Provider '{self.name}' needs a base_url.", {"field": "base_url"})
+        return base_url.rstrip("/")
+
+    def _call(self) -> Call:
+        """A new attempt under this config's four clocks (http.Clocks.for_timeout)."""
+        return (self.call_class or Call)(self.name, Clocks.for_timeout(self.timeout, self.options))
+
+    async def post_json(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        body: Any,
+        parse: Callable[[Any, str], CompletionResponse],
+        model: str,
+    ) -> CompletionResponse:
+        """POST `body` as JSON and return `parse(answer, self.name)`, naming `model` when
+        the upstream's answer names none. Raises ProviderError (from the call or parse)."""
+        data = await self._call().request_json("POST", url, headers, json_body=body)
+        response = parse(data, self.name)
+        response.model = response.model or model
+        return response
+
+    async def open_lines(self, url: str, headers: Mapping[str, str], body: Any) -> AsyncIterator[bytes]:
+        """POST `body` and return the streamed answer's lines (http.Call.lines) once the
+        headers are in. Raises ProviderError for a refused or failed request."""
+        call = self._call()
+        response = await call.open("POST", url, headers, json_body=body)
+        return call.lines(response)
+
+    async def probe_list(
+        self, url: str, headers: Mapping[str, str], key: str, message: str, *, optional: bool = False
+    ) -> HealthProbe:
+        """The timed probe of a GET listing (models, tags): ok when the answer is an
+        object holding a list under `key` (see require_list)."""
+
+        async def check() -> None:
+            require_list(
+                await self._call().request_json("GET", url, headers), key, self.name, message, optional=optional
+            )
+
+        return await timed_probe(check)
+
+    @property
+    def api_key(self) -> str:
+        return secrets.resolve_api_key(self.config)
+
+    def model_for(self, request: CompletionRequest) -> str:
+        return request.model or self.model
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(streaming=self.supports_streaming)
+
+    def estimate_cost(self, request: CompletionRequest) -> CostEstimate:
+        return estimate_cost(self.config, request)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"

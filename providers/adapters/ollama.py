@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
-    BaseProvider,
     Chunk,
     CompletionRequest,
     CompletionResponse,
@@ -31,7 +30,7 @@ from providers.adapters.base import (
     positive_int_setting,
     present,
 )
-from providers.adapters.http import ndjson
+from providers.adapters.http import BaseProvider, ndjson
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

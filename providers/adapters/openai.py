@@ -21,7 +21,6 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
-    BaseProvider,
     Chunk,
     CompletionRequest,
     CompletionResponse,
@@ -33,7 +32,7 @@ from providers.adapters.base import (
     invalid_setting,
     present,
 )
-from providers.adapters.http import json_object, sse_events
+from providers.adapters.http import BaseProvider, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from rest_framework.views import APIView
 
-from providers.errors import PayloadTooLarge
+from axonflow_site.errors import PayloadTooLarge
 from tenants.rls import set_tenant
 
 

@@ -7,7 +7,7 @@ from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from providers.errors import AxonFlowError
+from axonflow_site.errors import AxonFlowError
 
 DRF_CODES = {
     drf.ParseError: "validation_error",

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
-from providers.errors import DuplicateProvider, ProviderNotFound, ValidationFailed
+from axonflow_site.errors import DuplicateProvider, ProviderNotFound, ValidationFailed
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 from routing.api.base import TenantAPIView

@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from providers.errors import ProviderNotFound, ValidationFailed
+from axonflow_site.errors import ProviderNotFound, ValidationFailed
 from providers.models import HealthResult, ProviderConfig
 from routing.api.base import TenantAPIView, check_body_size
 from routing.metrics import DEFAULT_WINDOW, WINDOWS, WindowMetrics, window_metrics

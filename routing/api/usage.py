@@ -19,7 +19,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from providers.errors import ValidationFailed
+from axonflow_site.errors import ValidationFailed
 from routing.api.base import TenantAPIView
 from routing.api.serializers import AttemptSerializer
 from routing.models import UsageRecord, UsageStatus

@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from providers.errors import ValidationFailed
+from axonflow_site.errors import ValidationFailed
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 from routing.api.base import TenantAPIView

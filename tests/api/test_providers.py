@@ -7,8 +7,8 @@ import json
 import pytest
 
 from providers.models import ProviderConfig
-from tests.conftest import ApiClient, make_token
 from tenants.models import TokenScope
+from tests.conftest import ApiClient, make_token
 
 URL = "/api/v1/providers/"
 VALID = {"name": "main", "type": "openai", "model": "gpt-4o-mini", "api_key": "sk-test-abcdefgh12345678"}

@@ -1,7 +1,8 @@
 """Errors that reach API clients, one class per code of the SPEC §3 envelope.
 
-Each carries its HTTP status; routing/api/errors.py renders any of them as
-`{"error": {"code", "message", "details"}}`.
+Each carries its HTTP status; the API faces (routing/api/errors.py, routing/v1/wire.py)
+render any of them as `{"error": {"code", "message", "details"}}`. Imports nothing of
+ours, so every layer may raise them.
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-import routing.worker  # noqa: E402,F401  (registers the in-process health loop's lifespan hooks)
-from routing.consumers import StatusBoardConsumer  # noqa: E402
-from routing.lifespan import handle_lifespan  # noqa: E402
-from routing.mount import mount  # noqa: E402  (/v1/* lean handler, /api/* lean Django, the rest)
+from axonflow_site.lifespan import handle_lifespan  # noqa: E402
+from axonflow_site.mount import mount  # noqa: E402  (/v1/* lean handler, /api/* lean Django, the rest)
+from console.consumers import StatusBoardConsumer  # noqa: E402
 
 websocket_urlpatterns: list = [
     path("ws/status/", StatusBoardConsumer.as_asgi()),

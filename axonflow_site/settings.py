@@ -47,7 +47,9 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "providers",
+    "usage",
     "routing",
+    "console",
 ]
 
 MIDDLEWARE = [
@@ -173,7 +175,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
 ]
 LOGIN_URL = "tenants:login"
-LOGIN_REDIRECT_URL = "routing:home"
+LOGIN_REDIRECT_URL = "console:home"
 LOGOUT_REDIRECT_URL = "tenants:login"
 
 LANGUAGE_CODE = "en-us"

@@ -12,5 +12,5 @@ urlpatterns = [
     ),
     path("api/v1/", include("routing.api.urls")),
     path("", include("tenants.urls")),
-    path("", include("routing.urls")),
+    path("", include("console.urls")),
 ]

@@ -26,12 +26,12 @@ THREADS = [
 ]
 COMPONENTS = [
     ("routing core (router, selection, cache, limiter, health)", (
-        "routing/router.py", "routing/selection.py", "routing/cache.py", "routing/ratelimit.py", "routing/health.py",
-        "providers/pricing.py",
+        "routing/router.py", "routing/route.py", "routing/selection.py", "routing/cache.py", "routing/ratelimit.py",
+        "routing/health/", "providers/pricing.py",
     )),
-    ("usage entry on the request path", ("routing/usage.py",)),
-    ("endpoint code: auth, parse, validate, render", ("routing/completions.py", "routing/openai_wire.py",
-                                                    "routing/mount.py", "tenants/")),
+    ("usage entry on the request path", ("usage/entry.py", "usage/writer.py")),
+    ("endpoint code: auth, parse, validate, render", ("routing/v1/app.py", "routing/v1/wire.py",
+                                                    "axonflow_site/mount.py", "tenants/")),
     ("OpenAI adapter (to_wire, from_wire, Call)", ("providers/adapters/",)),
     ("aiohttp client (upstream request)", ("aiohttp/",)),
     ("DRF and adrf (serializer, request, views)", ("rest_framework/", "adrf/", "routing/api/")),

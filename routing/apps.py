@@ -6,5 +6,9 @@ class RoutingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from axonflow_site import events
         from routing import signals  # noqa: F401  (connects the cache invalidation receivers)
         from routing.api import schema  # noqa: F401  (drf-spectacular extensions)
+        from routing.health import probes
+
+        events.circuit_changed.connect(probes.on_circuit_changed, dispatch_uid="routing-circuit-changed")

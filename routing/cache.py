@@ -32,8 +32,6 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
 
-from routing.lifespan import on_shutdown, on_startup
-
 if TYPE_CHECKING:
     from providers.adapters.base import Provider
     from providers.models import ProviderConfig
@@ -245,14 +243,12 @@ async def listen_for_invalidations() -> None:
 _listener: asyncio.Task | None = None
 
 
-@on_startup
 async def start_invalidation_listener() -> None:
     global _listener
     if _shared_layer() is not None:
         _listener = asyncio.ensure_future(listen_for_invalidations())
 
 
-@on_shutdown
 async def stop_invalidation_listener() -> None:
     global _listener
     if _listener is not None:

@@ -1,14 +1,15 @@
 """The router: candidates -> order -> failover loop -> RouteResult. Knows nothing of HTTP
-requests; both completion faces (routing/completions.py) call `complete` or
-`open_stream` with a tenant snapshot from routing/cache.py.
+requests; both completion faces (routing/api/completions.py, routing/v1/app.py) call
+`complete` or `open_stream` with a tenant snapshot from routing/cache.py.
 
 Per request: the snapshot's enabled providers become selection Candidates (health from
-the snapshot, circuit state from routing.health); routing/selection.py orders them; each
+the snapshot, circuit state from routing.health.breaker); routing/selection.py orders them; each
 attempt first takes a token from the provider's rate limiter (a provider without one is
 skipped, and while nothing has been tried the first pick is drawn again without it);
 a retryable ProviderError moves on to the next provider, anything else ends the request.
-Every attempt is reported to routing.health.record_attempt and listed in the result;
-every routed request, served or failed, goes to the usage writer.
+Every attempt is reported to routing.health.breaker.record_attempt and listed in the
+result; every routed request, served or failed, leaves through `account`, which hands
+one usage Entry to the usage writer.
 
 Raises (all AxonFlowError, rendered as the envelope by either face):
 NoHealthyProvider (503) when nothing is eligible, RateLimited (429, Retry-After) when
@@ -30,73 +31,18 @@ from typing import TYPE_CHECKING, Any
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
 from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
 from providers.pricing import actual_cost, estimate_prompt_tokens
-from routing import health, usage
+from routing.health import breaker
 from routing.ratelimit import Limiter, get_limiter
+from routing.route import Attempt, Caller, RouteResult, route_dict
 from routing.selection import Candidate, RoutingOptions, attempts
+from usage.entry import Entry, prompt_text
+from usage.writer import writer as usage_writer
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
     from routing.cache import TenantSnapshot
 
 _rng = random.Random()
-
-
-@dataclass(slots=True)
-class Attempt:
-    provider: str
-    outcome: str  # success | http_<status> | timeout | connect_error | malformed | rate_limited | invalid_config
-    status_code: int | None = None
-    latency_ms: float = 0.0
-    error: str = ""
-    provider_id: int | None = None  # for metrics; not shown to clients
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "provider": self.provider,
-            "outcome": self.outcome,
-            "status_code": self.status_code,
-            "latency_ms": round(self.latency_ms, 2),
-            "error": self.error,
-        }
-
-
-@dataclass(slots=True)
-class Caller:
-    """Who is asking: enough for usage accounting, nothing about HTTP."""
-
-    tenant_id: int
-    token_id: int | None = None
-    request_id: str = ""
-    store_prompts: bool = False
-
-
-@dataclass(slots=True)
-class RouteResult:
-    response: CompletionResponse
-    config: ProviderConfig
-    attempts: list[Attempt]
-    response_time_ms: float
-    cost: Decimal
-
-    @property
-    def provider_name(self) -> str:
-        return self.config.name
-
-    @property
-    def model(self) -> str:
-        return self.response.model
-
-    def route(self) -> dict[str, Any]:
-        return route_dict(self.config.name, self.model, self.response_time_ms, self.attempts)
-
-
-def route_dict(provider_name: str, model: str, response_time_ms: float, attempts: list[Attempt]) -> dict[str, Any]:
-    return {
-        "provider_name": provider_name,
-        "model": model,
-        "response_time_ms": round(response_time_ms, 2),
-        "attempts": [a.as_dict() for a in attempts],
-    }
 
 
 def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
@@ -109,7 +55,7 @@ def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
             for c in snapshot.configs
             if c.enabled
         ]
-    return [replace(c, circuit_open=True) if health.is_circuit_open(c.id) else c for c in base]
+    return [replace(c, circuit_open=True) if breaker.is_circuit_open(c.id) else c for c in base]
 
 
 def validate_names(snapshot: TenantSnapshot, options: RoutingOptions) -> None:
@@ -133,6 +79,49 @@ def provider_at_fault(error: ProviderError) -> bool:
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000
+
+
+def account(
+    caller: Caller,
+    request: CompletionRequest,
+    attempts: list[Attempt],
+    latency_ms: float,
+    *,
+    stream: bool,
+    result: RouteResult | None = None,
+    error: AxonFlowError | None = None,
+    config: ProviderConfig | None = None,
+) -> None:
+    """The router's one exit to usage: queue the Entry for a request that was served
+    (`result`) or failed (`error`; `config` names the provider when a stream broke
+    after it answered, else the last provider tried is named)."""
+    entry = Entry(
+        caller.tenant_id,
+        caller.token_id,
+        None,
+        "",
+        [a.as_dict() for a in attempts],
+        [a.provider_id for a in attempts],
+        "success" if result is not None else "error",
+        200,
+        stream=stream,
+        latency_ms=latency_ms,
+        request_id=caller.request_id,
+        prompt=prompt_text(request.system, request.messages) if caller.store_prompts else None,
+    )
+    if result is not None:
+        usage = result.response.usage
+        entry.provider_id, entry.provider_name, entry.model = result.config.pk, result.config.name, result.response.model
+        entry.prompt_tokens, entry.completion_tokens, entry.cost = usage.prompt_tokens, usage.completion_tokens, result.cost
+    else:
+        assert error is not None
+        tried = [a for a in attempts if a.outcome != "rate_limited"]
+        if config is not None:
+            entry.provider_id, entry.provider_name = config.pk, config.name
+        elif tried:
+            entry.provider_id, entry.provider_name = tried[-1].provider_id, tried[-1].provider
+        entry.status_code, entry.error_code = error.http_status, error.code
+    usage_writer.add(entry)
 
 
 class Attempts:
@@ -176,7 +165,7 @@ class Attempts:
         latency = _ms(start)
         if isinstance(error, ProviderError):
             attempt = Attempt(config.name, error.outcome, error.status_code, latency, error.message, config.pk)
-            health.record_attempt(
+            breaker.record_attempt(
                 self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message
             )
         else:  # the adapter could not be built from its config
@@ -186,7 +175,7 @@ class Attempts:
     def succeeded(self, config: ProviderConfig, start: float) -> None:
         latency = _ms(start)
         self.attempts.append(Attempt(config.name, "success", 200, latency, provider_id=config.pk))
-        health.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
+        breaker.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
 
     def exhausted(self) -> AxonFlowError:
         """The error for a request that ran out of providers."""
@@ -230,10 +219,10 @@ async def complete(
         result = RouteResult(
             response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
         )
-        usage.record_success(caller, request, result, stream=False)
+        account(caller, request, loop.attempts, result.response_time_ms, stream=False, result=result)
         return result
     error = loop.exhausted()
-    usage.record_failure(caller, request, error, loop.attempts, _ms(loop.started), stream=False)
+    account(caller, request, loop.attempts, _ms(loop.started), stream=False, error=error)
     raise error
 
 
@@ -281,15 +270,8 @@ class RouteStream:
         return route_dict(self.config.name, self.model, _ms(self.started), self.attempts)
 
     def _record_failure(self, error: AxonFlowError) -> None:
-        usage.record_failure(
-            self.caller,
-            self.request,
-            error,
-            self.attempts,
-            _ms(self.started),
-            stream=True,
-            provider_id=self.config.pk,
-            provider_name=self.config.name,
+        account(
+            self.caller, self.request, self.attempts, _ms(self.started), stream=True, error=error, config=self.config
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -309,7 +291,7 @@ class RouteStream:
             pass
         except ProviderError as exc:
             attempt.outcome, attempt.status_code, attempt.error = "stream_error", exc.status_code, exc.message
-            health.record_attempt(
+            breaker.record_attempt(
                 self.snapshot.tenant_id, self.config.pk, not provider_at_fault(exc), attempt.latency_ms, exc.message
             )
             error = UpstreamFailed(
@@ -329,7 +311,7 @@ class RouteStream:
         response = CompletionResponse("".join(self.text), self.model or self.config.model, self.finish_reason, final)
         self.usage, self.cost = final, actual_cost(self.config, final, response.model)
         result = RouteResult(response, self.config, self.attempts, _ms(self.started), self.cost)
-        usage.record_success(self.caller, self.request, result, stream=True)
+        account(self.caller, self.request, self.attempts, result.response_time_ms, stream=True, result=result)
 
 
 async def _close(iterator: AsyncIterator[Chunk]) -> None:
@@ -384,5 +366,5 @@ async def open_stream(
             model=(first.model if first else "") or "",
         )
     error = loop.exhausted()
-    usage.record_failure(caller, request, error, loop.attempts, _ms(loop.started), stream=True)
+    account(caller, request, loop.attempts, _ms(loop.started), stream=True, error=error)
     raise error

@@ -1,24 +1,38 @@
-"""Cache invalidation on model changes: a provider or tenant change drops the tenant's
-routing snapshot; a token or tenant change drops the token cache (in every process)."""
+"""The routing cache's receivers: what drops a tenant's snapshot (and the token cache)
+in this process and, through the channel layer, in every other.
+
+- a provider was saved or deleted (events.provider_changed, sent by providers/);
+- a provider's health status moved (events.status_changed with changed=True, sent by
+  routing/health/probes.py after a probe or a circuit change);
+- a tenant or an API token was saved or deleted (model signals: the token cache holds
+  the tenant's slug and plan).
+"""
 
 from __future__ import annotations
 
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from providers.models import ProviderConfig
-from routing.cache import invalidate_on_commit
+from axonflow_site import events
+from routing.cache import broadcast_invalidation, invalidate_on_commit
 from tenants.models import ApiToken, Tenant
 
 
-@receiver([post_save, post_delete], sender=ProviderConfig, dispatch_uid="routing-provider-changed")
-def provider_changed(sender, instance: ProviderConfig, **kwargs) -> None:
-    invalidate_on_commit(instance.tenant_id)
+@receiver(events.provider_changed, dispatch_uid="routing-provider-changed")
+def provider_changed(sender, *, tenant_id: int, **kwargs) -> None:
+    invalidate_on_commit(tenant_id)
+
+
+@receiver(events.status_changed, dispatch_uid="routing-status-changed")
+def status_changed(sender, *, tenant_id: int, changed: bool, **kwargs) -> None:
+    # Sent after the new status is committed; health updates use queryset.update(),
+    # which sends no model signal.
+    if changed:
+        broadcast_invalidation(tenant_id)
 
 
 @receiver([post_save, post_delete], sender=Tenant, dispatch_uid="routing-tenant-changed")
 def tenant_changed(sender, instance: Tenant, **kwargs) -> None:
-    # The token cache holds the tenant's slug and plan.
     invalidate_on_commit(instance.pk, tokens=True)
 
 

@@ -1,5 +1,6 @@
-"""Bearer-token authentication for the REST API, with an in-process cache so the
-completion hot path does not touch the database for a known token."""
+"""Bearer-token authentication for the REST API and /v1, with an in-process cache so
+the completion hot path does not touch the database for a known token (`identify` is
+the async entry for both completion faces)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, permissions
@@ -90,6 +93,29 @@ def parse_bearer(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
+
+
+def _lookup_outside_request(raw: str) -> TokenIdentity | None:
+    close_old_connections()  # asgiref's shared thread has no request cycle to do it
+    try:
+        return lookup_token(raw)
+    finally:
+        close_old_connections()
+
+
+async def identify(authorization: str | None, *, in_request: bool) -> TokenIdentity:
+    """The token's identity from the cache, or (on a miss) the database through
+    sync_to_async. Raises Unauthorized. Never touches last_used: the usage writer stamps
+    it off the request path."""
+    raw = parse_bearer(authorization)
+    if raw is None:
+        raise Unauthorized("Missing bearer token: send 'Authorization: Bearer <token>'.")
+    hit, identity = cached_lookup(raw)
+    if not hit:
+        identity = await sync_to_async(lookup_token if in_request else _lookup_outside_request)(raw)
+    if identity is None:
+        raise Unauthorized("Invalid or revoked API token.")
+    return identity
 
 
 def authenticate_header(header: str | None) -> TokenIdentity:

@@ -35,23 +35,44 @@ def _fixed_encryption_keys(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    from routing import cache, health, ratelimit, usage
+    from routing import cache, ratelimit
+    from routing.health import breaker
     from tenants.authentication import forget_tokens
+    from usage.writer import writer as usage_writer
 
     forget_tokens()
     cache.invalidate_all()
-    health.reset()  # circuits and thresholds are per process: no test inherits another's
-    # Tests flush usage themselves (usage.writer.flush()); a background writer thread
+    breaker.reset()  # circuits and thresholds are per process: no test inherits another's
+    # Tests flush usage themselves (usage_writer.flush()); a background writer thread
     # would hold its own DB connection against the test's transaction.
-    usage.writer.autostart = False
-    usage.writer.discard()
+    usage_writer.autostart = False
+    usage_writer.discard()
     ratelimit.set_limiter(ratelimit.LocalLimiter())
     yield
     forget_tokens()
     cache.invalidate_all()
-    health.reset()
-    usage.writer.discard()
+    breaker.reset()
+    usage_writer.discard()
     ratelimit.set_limiter(None)
+
+
+@pytest.fixture
+def circuit_changes():
+    """(provider_id, opened) for each events.circuit_changed the breaker sends, captured
+    instead of stored: routing's receiver is disconnected for the test."""
+    from axonflow_site import events
+    from routing.health import probes
+
+    changes: list[tuple[int, bool]] = []
+
+    def capture(sender, *, provider_id, opened, **kwargs):
+        changes.append((provider_id, opened))
+
+    events.circuit_changed.disconnect(dispatch_uid="routing-circuit-changed")
+    events.circuit_changed.connect(capture, weak=False, dispatch_uid="test-circuit-capture")
+    yield changes
+    events.circuit_changed.disconnect(dispatch_uid="test-circuit-capture")
+    events.circuit_changed.connect(probes.on_circuit_changed, dispatch_uid="routing-circuit-changed")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from django.db import connections
 
 from axonflow_site.asgi import application
-from routing import health, monitor
+from routing.health import breaker, db_thread, probes, status
 from tests.conftest import requires_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,9 +44,9 @@ async def open_board(*headers) -> tuple[WebsocketCommunicator, bool]:
 
 @pytest.fixture(autouse=True)
 def _fresh_breaker():
-    health.reset()
+    breaker.reset()
     yield
-    health.reset()
+    breaker.reset()
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ async def assert_change_reaches_only_its_tenant(boards, upstream):
         assert f'id="provider-{made["g"].pk}"' in (await snapshot(carol, 1))[0]
 
         upstream.configure("a", failure_rate=1.0)
-        outcome = await monitor.acheck(made["a"], health.DEFAULT_THRESHOLDS)
+        outcome = await probes.acheck(made["a"], status.DEFAULT_THRESHOLDS)
         assert outcome.changed
 
         card = await alice.receive_from(timeout=5)
@@ -114,10 +114,10 @@ async def test_a_circuit_opened_by_traffic_reaches_the_board(boards, acme):
     try:
         assert connected
         await snapshot(alice, 2)
-        health.remember_thresholds(acme.pk, health.DEFAULT_THRESHOLDS)
+        breaker.remember_thresholds(acme.pk, status.DEFAULT_THRESHOLDS)
         for _ in range(10):  # as the router reports attempts, from async code
-            health.record_attempt(acme.pk, made["b"].pk, False, 20.0, "HTTP 502")
-        await health.aflush()
+            breaker.record_attempt(acme.pk, made["b"].pk, False, 20.0, "HTTP 502")
+        await db_thread.aflush()
         card = await alice.receive_from(timeout=5)
         assert f'id="provider-{made["b"].pk}"' in card
         assert '<span class="status status-unhealthy"' in card

@@ -1,4 +1,4 @@
-"""routing/health.py: status hysteresis (pure) and the traffic circuit breaker."""
+"""routing/health/status.py (hysteresis, pure) and routing/health/breaker.py (the traffic circuit breaker)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from providers.models import HealthResult, ProviderConfig
-from routing import health
-from routing.health import (
+from routing.health import breaker, db_thread
+from routing.health.status import (
     DEFAULT_THRESHOLDS,
     DEGRADED,
     HEALTHY,
@@ -119,7 +119,7 @@ def test_it_rejects_bad_health_settings(data):
 
 def test_a_tenant_with_bad_settings_gets_the_defaults(acme, caplog):
     acme.health_settings = {"slow_ms": "fast"}
-    assert health.thresholds_for(acme) == DEFAULT_THRESHOLDS
+    assert breaker.thresholds_for(acme) == DEFAULT_THRESHOLDS
     assert "ignoring health_settings" in caplog.text
 
 
@@ -135,102 +135,98 @@ class Clock:
 
 
 @pytest.fixture
-def breaker(monkeypatch):
+def fake_breaker(monkeypatch, circuit_changes):
     """The breaker on a fake clock, with circuit changes captured instead of written."""
     clock = Clock()
-    changes: list[tuple[int, bool]] = []
-    health.reset()
-    monkeypatch.setattr(health, "clock", clock)
-    monkeypatch.setattr(
-        health, "_schedule_change", lambda tenant, provider, opened, *a: changes.append((provider, opened))
-    )
-    health.remember_thresholds(1, DEFAULT_THRESHOLDS)
-    yield clock, changes
-    health.reset()
+    breaker.reset()
+    monkeypatch.setattr(breaker, "clock", clock)
+    breaker.remember_thresholds(1, DEFAULT_THRESHOLDS)
+    yield clock, circuit_changes
+    breaker.reset()
 
 
 def attempts(outcomes, provider=7, clock=None, spacing=0.1):
     for ok in outcomes:
-        health.record_attempt(1, provider, ok, 12.0, "" if ok else "HTTP 500")
+        breaker.record_attempt(1, provider, ok, 12.0, "" if ok else "HTTP 500")
         if clock is not None:
             clock.now += spacing
 
 
-def test_ten_failures_open_the_circuit_at_once(breaker):
-    clock, changes = breaker
+def test_ten_failures_open_the_circuit_at_once(fake_breaker):
+    clock, changes = fake_breaker
     attempts([False] * 9, clock=clock)
-    assert not health.is_circuit_open(7)
+    assert not breaker.is_circuit_open(7)
     attempts([False], clock=clock)
-    assert health.is_circuit_open(7)
+    assert breaker.is_circuit_open(7)
     assert changes == [(7, True)]
 
 
-def test_a_failing_provider_with_a_good_history_is_cut_off_within_ten_requests(breaker):
-    clock, changes = breaker
+def test_a_failing_provider_with_a_good_history_is_cut_off_within_ten_requests(fake_breaker):
+    clock, changes = fake_breaker
     attempts([True] * 50, clock=clock)
     sent = 0
-    while not health.is_circuit_open(7):
+    while not breaker.is_circuit_open(7):
         attempts([False], clock=clock)
         sent += 1
         assert sent <= 10
     assert changes == [(7, True)]
 
 
-def test_half_the_requests_failing_opens_the_circuit(breaker):
-    clock, _ = breaker
+def test_half_the_requests_failing_opens_the_circuit(fake_breaker):
+    clock, _ = fake_breaker
     attempts([True, False] * 5, clock=clock)
-    assert health.is_circuit_open(7)
+    assert breaker.is_circuit_open(7)
 
 
-def test_occasional_errors_keep_the_circuit_closed(breaker):
-    clock, changes = breaker
+def test_occasional_errors_keep_the_circuit_closed(fake_breaker):
+    clock, changes = fake_breaker
     attempts([True, True, True, False] * 50, clock=clock)
-    assert not health.is_circuit_open(7)
+    assert not breaker.is_circuit_open(7)
     assert changes == []
 
 
-def test_fewer_than_ten_requests_in_a_minute_never_open_it(breaker):
-    clock, changes = breaker
+def test_fewer_than_ten_requests_in_a_minute_never_open_it(fake_breaker):
+    clock, changes = fake_breaker
     attempts([False] * 30, clock=clock, spacing=7.0)  # one every 7 s: at most 9 in 60 s
-    assert not health.is_circuit_open(7)
+    assert not breaker.is_circuit_open(7)
     assert changes == []
 
 
-def test_circuits_are_per_provider(breaker):
-    clock, _ = breaker
+def test_circuits_are_per_provider(fake_breaker):
+    clock, _ = fake_breaker
     attempts([False] * 10, provider=7, clock=clock)
     attempts([True] * 10, provider=8, clock=clock)
-    assert health.is_circuit_open(7)
-    assert not health.is_circuit_open(8)
+    assert breaker.is_circuit_open(7)
+    assert not breaker.is_circuit_open(8)
 
 
-def test_after_the_cooldown_a_successful_trial_closes_it(breaker):
-    clock, changes = breaker
+def test_after_the_cooldown_a_successful_trial_closes_it(fake_breaker):
+    clock, changes = fake_breaker
     attempts([False] * 10, clock=clock)
     attempts([False, False], clock=clock)  # in flight when it opened: ignored
     clock.now += DEFAULT_THRESHOLDS.circuit_cooldown_seconds
-    assert not health.is_circuit_open(7)  # half-open
+    assert not breaker.is_circuit_open(7)  # half-open
     attempts([True], clock=clock)
     assert changes == [(7, True), (7, False)]
     attempts([False] * 9, clock=clock)  # a fresh window: nine failures are not enough
-    assert not health.is_circuit_open(7)
+    assert not breaker.is_circuit_open(7)
 
 
-def test_after_the_cooldown_a_failed_trial_opens_it_again(breaker):
-    clock, changes = breaker
+def test_after_the_cooldown_a_failed_trial_opens_it_again(fake_breaker):
+    clock, changes = fake_breaker
     attempts([False] * 10, clock=clock)
     clock.now += DEFAULT_THRESHOLDS.circuit_cooldown_seconds
     attempts([False], clock=clock)
-    assert health.is_circuit_open(7)
+    assert breaker.is_circuit_open(7)
     assert changes == [(7, True), (7, True)]
 
 
-def test_the_tenants_cooldown_applies(breaker):
-    clock, _ = breaker
-    health.remember_thresholds(1, Thresholds(circuit_cooldown_seconds=5))
+def test_the_tenants_cooldown_applies(fake_breaker):
+    clock, _ = fake_breaker
+    breaker.remember_thresholds(1, Thresholds(circuit_cooldown_seconds=5))
     attempts([False] * 10, clock=clock)
     clock.now += 5
-    assert not health.is_circuit_open(7)
+    assert not breaker.is_circuit_open(7)
 
 
 # --- persistence of a circuit change ------------------------------------------------------------
@@ -238,11 +234,11 @@ def test_the_tenants_cooldown_applies(breaker):
 
 @pytest.mark.django_db(transaction=True)
 def test_an_opened_circuit_is_stored_with_source_traffic(acme, make_provider, as_tenant):
-    health.reset()
+    breaker.reset()
     config = make_provider(acme, name="flaky")
     for _ in range(10):
-        health.record_attempt(acme.pk, config.pk, False, 30.0, "HTTP 503: overloaded")
-    health.flush()
+        breaker.record_attempt(acme.pk, config.pk, False, 30.0, "HTTP 503: overloaded")
+    db_thread.flush()
     with as_tenant(acme):
         config.refresh_from_db()
         results = list(HealthResult.objects.filter(provider=config))
@@ -251,36 +247,36 @@ def test_an_opened_circuit_is_stored_with_source_traffic(acme, make_provider, as
     assert "10 of the last 10 requests failed" in results[0].error
     # the first probe after the cooldown is the half-open trial
     assert config.next_check_at <= timezone.now() + timedelta(seconds=DEFAULT_THRESHOLDS.circuit_cooldown_seconds)
-    health.reset()
+    breaker.reset()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_error_text_with_a_key_is_scrubbed_before_it_is_stored(acme, make_provider, as_tenant):
-    health.reset()
+    breaker.reset()
     config = make_provider(acme, name="leaky", api_key="sk-live-abcdefghijklmnop1234")
     for _ in range(10):
-        health.record_attempt(
+        breaker.record_attempt(
             acme.pk, config.pk, False, 30.0, "Incorrect API key provided: sk-live-abcdefghijklmnop1234"
         )
-    health.flush()
+    db_thread.flush()
     with as_tenant(acme):
         error = HealthResult.objects.get(provider=config).error
     assert "abcdefghijklmnop1234" not in error
-    health.reset()
+    breaker.reset()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_another_tenants_circuit_does_not_touch_this_tenants_providers(acme, globex, make_provider, as_tenant):
-    health.reset()
+    breaker.reset()
     mine = make_provider(acme, name="a")
     theirs = make_provider(globex, name="a")
     for _ in range(10):
-        health.record_attempt(globex.pk, theirs.pk, False, 30.0, "HTTP 500")
-    health.flush()
+        breaker.record_attempt(globex.pk, theirs.pk, False, 30.0, "HTTP 500")
+    db_thread.flush()
     with as_tenant(acme):
         assert ProviderConfig.objects.get(pk=mine.pk).health_status == UNKNOWN
         assert not HealthResult.objects.filter(provider=mine).exists()
-    health.reset()
+    breaker.reset()
 
 
 # --- end to end: traffic through the gateway opens the circuit, a probe closes it -----------------
@@ -299,7 +295,7 @@ def test_a_failing_provider_loses_its_traffic_within_ten_requests_and_wins_it_ba
     from tenants.models import TokenScope
     from tests.conftest import ApiClient, make_token
 
-    health.reset()
+    breaker.reset()
     acme.health_settings = {"circuit_cooldown_seconds": 1}
     acme.save()
     for name in ("a", "b"):
@@ -323,7 +319,7 @@ def test_a_failing_provider_loses_its_traffic_within_ten_requests_and_wins_it_ba
         before = upstream.counts("b")["chat"]
         send(40)  # every request still succeeds: failover to a
         assert upstream.counts("b")["chat"] - before <= 10
-        health.flush()
+        db_thread.flush()
         assert status_of("b") == (UNHEALTHY, "traffic")
         stalled = upstream.counts("b")["chat"]
         send(10)
@@ -335,4 +331,4 @@ def test_a_failing_provider_loses_its_traffic_within_ten_requests_and_wins_it_ba
         assert status_of("b") == (HEALTHY, "probe")
         send(20)
         assert upstream.counts("b")["chat"] > stalled
-    health.reset()
+    breaker.reset()

@@ -1,4 +1,4 @@
-"""routing/metrics.py: percentiles from the shared latency histogram, window bounds."""
+"""usage/metrics.py: percentiles from the shared latency histogram, window bounds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from routing.metrics import LATENCY_BOUNDS_MS, bucket_index, empty_histogram, percentile, window_start
+from usage.metrics import LATENCY_BOUNDS_MS, bucket_index, empty_histogram, percentile, window_start
 
 
 def histogram_of(latencies: list[float]) -> list[int]:

@@ -10,8 +10,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from providers.models import HealthResult
-from routing.management.commands import prune
-from routing.models import MetricBucket, UsageRecord
+from usage.management.commands import prune
+from usage.models import MetricBucket, UsageRecord
 
 
 def seed(tenant, config, as_tenant, ages_in_days: list[float]) -> None:
@@ -40,8 +40,8 @@ def test_it_deletes_what_is_older_than_the_given_days_for_every_tenant(acme, glo
     assert counts(globex, as_tenant) == (1, 1, 1)
     out = capsys.readouterr().out
     assert "providers.HealthResult: deleted 4 row(s) older than 7 day(s)" in out
-    assert "routing.UsageRecord: deleted 4 row(s)" in out
-    assert "routing.MetricBucket: deleted 4 row(s)" in out
+    assert "usage.UsageRecord: deleted 4 row(s)" in out
+    assert "usage.MetricBucket: deleted 4 row(s)" in out
 
 
 def test_the_default_is_the_retention_setting(acme, make_provider, as_tenant, settings):

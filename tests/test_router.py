@@ -23,10 +23,12 @@ from providers.adapters.base import (
 )
 from providers.models import ProviderConfig
 from providers.registry import register_factory
-from routing import health, router, usage
+from routing import router
 from routing.cache import TenantSnapshot
+from routing.health import breaker
 from routing.ratelimit import LocalLimiter
 from routing.selection import RoutingOptions
+from usage.writer import writer as usage_writer
 
 SCRIPTS: dict[str, list] = {}
 CALLS: list[str] = []
@@ -65,10 +67,10 @@ class ScriptedProvider:
 
 @pytest.fixture(autouse=True)
 def scripted(monkeypatch):
-    # Passive health is routing/health.py's business (tests/test_health*.py); here it is
+    # Passive health is routing/health/breaker.py's business (tests/test_health*.py); here it is
     # a recorder, so circuits opened by one case cannot leak into the next.
-    monkeypatch.setattr(health, "record_attempt", lambda *args, **kw: None)
-    monkeypatch.setattr(health, "is_circuit_open", lambda provider_id: False)
+    monkeypatch.setattr(breaker, "record_attempt", lambda *args, **kw: None)
+    monkeypatch.setattr(breaker, "is_circuit_open", lambda provider_id: False)
     register_factory("scripted", ScriptedProvider)
     SCRIPTS.clear()
     CALLS.clear()
@@ -165,7 +167,7 @@ async def test_no_candidate_gives_no_healthy_provider():
 
 
 async def test_an_open_circuit_keeps_a_provider_out(monkeypatch):
-    monkeypatch.setattr(health, "is_circuit_open", lambda provider_id: provider_id == 1)
+    monkeypatch.setattr(breaker, "is_circuit_open", lambda provider_id: provider_id == 1)
     snap = snapshot_of({"name": "tripped", "priority": 5}, {"name": "other"})
     result = await route(snap)
     assert CALLS == ["other"] and result.provider_name == "other"
@@ -194,7 +196,7 @@ async def test_every_candidate_limited_gives_429_with_retry_after():
 
 async def test_every_attempt_is_reported_to_health(monkeypatch):
     seen = []
-    monkeypatch.setattr(health, "record_attempt", lambda t, p, ok, ms, error="": seen.append((p, ok)))
+    monkeypatch.setattr(breaker, "record_attempt", lambda t, p, ok, ms, error="": seen.append((p, ok)))
     snap = snapshot_of({"name": "a", "priority": 1, "script": [err500()]}, {"name": "b"})
     await route(snap)
     assert seen == [(1, False), (2, True)]
@@ -202,7 +204,7 @@ async def test_every_attempt_is_reported_to_health(monkeypatch):
 
 async def test_a_bad_request_does_not_count_against_the_providers_health(monkeypatch):
     seen = []
-    monkeypatch.setattr(health, "record_attempt", lambda t, p, ok, ms, error="": seen.append(ok))
+    monkeypatch.setattr(breaker, "record_attempt", lambda t, p, ok, ms, error="": seen.append(ok))
     with pytest.raises(UpstreamFailed):
         await route(snapshot_of({"name": "a", "script": [classify("a", 400, "bad")]}))
     assert seen == [True]
@@ -219,7 +221,7 @@ async def test_success_and_failure_both_reach_the_usage_queue():
     await route(snapshot_of({"name": "a"}))
     with pytest.raises(UpstreamFailed):
         await route(snapshot_of({"name": "a", "script": [err500()]}))
-    entries = list(usage.writer.pending)
+    entries = list(usage_writer.pending)
     assert [(e.status, e.provider_name) for e in entries] == [("success", "a"), ("error", "a")]
     assert entries[0].prompt_tokens == 3 and entries[0].completion_tokens == 5
     assert entries[0].prompt is None
@@ -228,7 +230,7 @@ async def test_success_and_failure_both_reach_the_usage_queue():
 async def test_prompts_are_kept_only_when_the_tenant_opts_in():
     caller = router.Caller(tenant_id=1, store_prompts=True)
     await router.complete(snapshot_of({"name": "a"}), REQUEST, RoutingOptions(), caller)
-    assert usage.writer.pending[-1].prompt == "user: hi"
+    assert usage_writer.pending[-1].prompt == "user: hi"
 
 
 # --- streams ----------------------------------------------------------------------------
@@ -244,7 +246,7 @@ async def test_a_stream_fails_over_before_the_first_chunk():
     assert stream.provider_name == "good"
     assert await collect(stream) == ["a", "b", ""]
     assert [a.outcome for a in stream.attempts] == ["http_500", "success"]
-    assert usage.writer.pending[-1].status == "success"
+    assert usage_writer.pending[-1].status == "success"
 
 
 async def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_not_a_failover():
@@ -257,7 +259,7 @@ async def test_a_stream_broken_after_the_first_chunk_ends_with_an_error_not_a_fa
     assert seen == ["a"]
     assert CALLS == ["flaky"]
     assert info.value.error.code == "upstream_error"
-    assert usage.writer.pending[-1].status == "error"
+    assert usage_writer.pending[-1].status == "error"
 
 
 async def test_a_stream_with_nothing_eligible_raises_before_any_byte():

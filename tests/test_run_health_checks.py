@@ -25,8 +25,8 @@ from providers import registry
 from providers.adapters.base import HealthProbe
 from providers.adapters.http import BaseProvider
 from providers.models import HealthResult, ProviderConfig
-from routing import health, monitor
-from routing.worker import HealthWorker
+from routing.health import breaker, db_thread, probes
+from routing.health.worker import HealthWorker
 from tests.conftest import TEST_KEYS, requires_postgres
 
 KEY = "sk-test-worker-0123456789abcdef"
@@ -37,10 +37,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _fresh_breaker():
-    health.reset()
+    breaker.reset()
     yield
-    health.flush()
-    health.reset()
+    db_thread.flush()
+    breaker.reset()
 
 
 @pytest.fixture
@@ -149,14 +149,14 @@ def test_probes_run_concurrently_up_to_the_limit(acme, make_provider, concurrenc
 def test_a_crashing_check_pushes_its_row_forward_and_the_others_go_on(fleet, monkeypatch, as_tenant):
     configs = fleet()
     victim = configs[0]
-    real = monitor.record_probe
+    real = probes.record_probe
 
     def record(tenant_id, provider_id, *args):
         if provider_id == victim.pk:
             raise RuntimeError("bug while recording")
         return real(tenant_id, provider_id, *args)
 
-    monkeypatch.setattr(monitor, "record_probe", record)
+    monkeypatch.setattr(probes, "record_probe", record)
     before = timezone.now()
     call_command("run_health_checks", "--once")
     with as_tenant(victim.tenant):
@@ -333,7 +333,7 @@ async def test_the_server_probes_by_itself_when_health_runs_in_process(
 
 async def test_with_separate_workers_the_server_does_not_probe(settings, fleet, upstream, http_session):
     from axonflow_site.asgi import application
-    from routing import worker
+    from routing.health import worker
 
     settings.AXONFLOW_HEALTH_IN_PROCESS = False
     await in_thread(fleet, 1)

@@ -20,9 +20,9 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
 
 
 class CompletionsTokenScheme(OpenApiAuthenticationExtension):
-    """The same tokens, resolved ahead of DRF by the completions view (routing/completions.py)."""
+    """The same tokens, resolved ahead of DRF by the completions view (routing/api/completions.py)."""
 
-    target_class = "routing.completions.ResolvedBearerAuthentication"
+    target_class = "routing.api.completions.ResolvedBearerAuthentication"
     name = "completionsToken"
 
     def get_security_definition(self, auto_schema):

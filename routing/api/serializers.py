@@ -49,7 +49,7 @@ class ProviderWriteSerializer(serializers.Serializer):
     cost_output_per_1k = serializers.DecimalField(max_digits=12, decimal_places=6, required=False, allow_null=True)
 
 
-# --- completions (routing/completions.py) ---------------------------------------------------
+# --- completions (routing/api/completions.py) -----------------------------------------------
 # Strict fields: DRF's defaults coerce ("5" -> 5, 1 -> "1", "yes" -> True); a gateway
 # should refuse a wrong type instead of guessing.
 

@@ -13,9 +13,9 @@ from rest_framework.views import APIView
 from axonflow_site.errors import ProviderNotFound, ValidationFailed
 from providers.models import HealthResult, ProviderConfig
 from routing.api.base import TenantAPIView, check_body_size
-from routing.metrics import DEFAULT_WINDOW, WINDOWS, WindowMetrics, window_metrics
-from routing.monitor import check_now
+from routing.health.probes import check_now
 from tenants.rls import tenant_context
+from usage.metrics import DEFAULT_WINDOW, WINDOWS, WindowMetrics, window_metrics
 
 
 def health_of(config: ProviderConfig) -> dict:

@@ -2,8 +2,7 @@
 
 from django.urls import path
 
-from routing import completions
-from routing.api import providers, status, usage, weights
+from routing.api import completions, providers, status, usage, weights
 
 app_name = "api"
 

@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from routing import health, usage
-from routing.models import UsageRecord
+from routing.health import breaker, status
 from tenants.models import TokenScope
 from tests.conftest import make_token
+from usage.models import UsageRecord
+from usage.writer import writer as usage_writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 URL = "/api/v1/completions"
@@ -31,7 +32,7 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
 
 
 def records(tenant, as_tenant) -> list[UsageRecord]:
-    usage.writer.flush()
+    usage_writer.flush()
     with as_tenant(tenant):
         return list(UsageRecord.objects.filter(tenant=tenant).order_by("created", "pk"))
 
@@ -301,7 +302,7 @@ def test_with_warm_caches_a_completion_runs_no_query(
     from routing import cache
 
     make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111")
-    health.remember_thresholds(acme.pk, health.DEFAULT_THRESHOLDS)  # keep its background load out of the count
+    breaker.remember_thresholds(acme.pk, status.DEFAULT_THRESHOLDS)  # keep its background load out of the count
     cache.invalidate_all()
     # Cold: the token; then, in one RLS transaction (a savepoint inside the test's, plus
     # set_config on PostgreSQL), the tenant and its providers. last_used is stamped later

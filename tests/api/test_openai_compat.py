@@ -10,11 +10,12 @@ import openai
 import pytest
 from django.db.backends.utils import CursorWrapper
 
-from routing import health, usage
-from routing.models import UsageRecord
+from routing.health import db_thread
 from tenants.models import TokenScope
 from tenants.rls import tenant_context
 from tests.conftest import make_token
+from usage.models import UsageRecord
+from usage.writer import writer as usage_writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 CHAT = "/v1/chat/completions"
@@ -38,7 +39,7 @@ def http(gateway, token):
 
 
 def rows_of(tenant) -> list[UsageRecord]:
-    usage.writer.flush()
+    usage_writer.flush()
     with tenant_context(tenant.pk):
         return list(UsageRecord.objects.filter(tenant=tenant).order_by("created", "pk"))
 
@@ -238,7 +239,7 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_the_upstream_released(g
         with c.stream("POST", CHAT, json=body) as r:
             next(r.iter_lines())
     deadline = time.monotonic() + 10
-    while not usage.writer.pending and time.monotonic() < deadline:
+    while not usage_writer.pending and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [row.error_code for row in rows_of(acme)] == ["client_closed"]
 
@@ -263,7 +264,7 @@ def queries(monkeypatch):
 
 def test_with_warm_caches_a_completion_runs_no_query(http, two, queries):
     assert http.post(CHAT, json={"model": "auto", "messages": HELLO}).status_code == 200
-    health.flush()  # routing/health.py loads the tenant's thresholds on its own thread, off the request path
+    db_thread.flush()  # the breaker loads the tenant's thresholds on its own thread, off the request path
     background = [q for q in queries if q.startswith('SELECT "tenants_tenant"') and q.endswith("LIMIT 1")]
     cold = [q for q in queries if q not in background]
     # The token; then, in one RLS transaction (BEGIN on SQLite, set_config on PostgreSQL),

@@ -9,11 +9,11 @@ import pytest
 from django.utils import timezone
 
 from providers.models import HealthResult, ProviderConfig
-from routing import health
-from routing.metrics import bucket_index, empty_histogram
-from routing.models import MetricBucket
+from routing.health import breaker, db_thread
 from tenants.models import TokenScope
 from tests.conftest import ApiClient, make_token
+from usage.metrics import bucket_index, empty_histogram
+from usage.models import MetricBucket
 
 URL = "/api/v1/status/"
 KEY = "sk-test-status-0123456789abcdef"
@@ -111,8 +111,8 @@ def test_it_sums_a_providers_minutes(acme_api, acme, make_provider, as_tenant):
 def test_it_shows_a_circuit_opened_by_traffic(acme_api, acme, make_provider):
     a = make_provider(acme, name="a")
     for _ in range(10):
-        health.record_attempt(acme.pk, a.pk, False, 10.0, "HTTP 500")
-    health.flush()
+        breaker.record_attempt(acme.pk, a.pk, False, 10.0, "HTTP 500")
+    db_thread.flush()
     provider = by_name(acme_api.get(URL))["a"]
     assert (provider["health"]["status"], provider["health"]["source"]) == ("unhealthy", "traffic")
     assert provider["last_check"]["source"] == "traffic"

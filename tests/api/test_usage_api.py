@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from routing.models import UsageRecord
 from tenants.models import ApiToken
+from usage.models import UsageRecord
 
 URL = "/api/v1/usage/"
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

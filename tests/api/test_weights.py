@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from providers.models import ProviderConfig
-from routing import health
+from routing.health import breaker
 from tenants.models import TokenScope
 from tests.conftest import ApiClient, make_token
 
@@ -90,7 +90,7 @@ def test_carol_sees_only_globex_and_cannot_change_acme(globex_api, providers, ac
 
 @pytest.mark.django_db(transaction=True)
 def test_a_weight_change_takes_effect_on_the_next_request(gateway, acme, make_provider, upstream):
-    health.reset()
+    breaker.reset()
     make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", weight=100)
     make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222", weight=0)
     admin = ApiClient(make_token(acme, TokenScope.ADMIN))

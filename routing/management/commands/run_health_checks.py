@@ -18,7 +18,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from providers.adapters.http import close_session
-from routing.worker import DEFAULT_CONCURRENCY, HealthWorker
+from routing.health.worker import DEFAULT_CONCURRENCY, HealthWorker
 
 
 class Command(BaseCommand):

@@ -1,5 +1,9 @@
 """What happened to routed requests: one UsageRecord per request, and per-minute
-metric buckets per provider that the status API aggregates over windows."""
+metric buckets per provider that the status API aggregates over windows.
+
+The tables keep the names they were created with (`routing_usagerecord`,
+`routing_metricbucket`): the models moved here from `routing` by a state-only
+migration, with their rows and row-level security policies untouched."""
 
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class UsageRecord(models.Model):
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        db_table = "routing_usagerecord"
         ordering = ["-created"]
         indexes = [
             models.Index(fields=["tenant", "created"], name="usage_tenant_time"),
@@ -65,6 +70,7 @@ class MetricBucket(models.Model):
     cost = models.DecimalField(max_digits=16, decimal_places=8, default=0)
 
     class Meta:
+        db_table = "routing_metricbucket"
         constraints = [
             models.UniqueConstraint(fields=["provider", "minute"], name="metric_bucket_unique"),
         ]

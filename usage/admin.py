@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from routing.models import UsageRecord
+from usage.models import UsageRecord
 
 
 @admin.register(UsageRecord)

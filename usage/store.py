@@ -1,7 +1,7 @@
 """How queued usage entries become rows: UsageRecords by one executemany INSERT, and
 per-minute MetricBuckets per provider (created, or updated under a row lock so several
-processes can share a minute). Called by routing/usage.py's writer thread, one tenant
-at a time inside its RLS context."""
+processes can share a minute). Called by usage/writer.py's thread, one tenant at a
+time inside its RLS context."""
 
 from __future__ import annotations
 
@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 
-from routing.metrics import WindowMetrics, bucket_index
+from providers.models import ProviderConfig
+from tenants.models import ApiToken, Tenant
+from tenants.rls import tenant_context
+from usage.metrics import WindowMetrics, bucket_index
+from usage.models import MetricBucket, UsageRecord
 
 if TYPE_CHECKING:
-    from routing.usage import Entry
-
+    from usage.entry import Entry
 
 
 def _minute(moment: datetime) -> datetime:
@@ -49,8 +52,6 @@ def tally(entries: list[Entry], live_providers: set[int]) -> dict[tuple[int, dat
 
 
 def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: WindowMetrics) -> None:
-    from routing.models import MetricBucket
-
     for _ in range(3):
         bucket = MetricBucket.objects.select_for_update().filter(provider_id=provider_id, minute=minute).first()
         if bucket is None:
@@ -125,8 +126,6 @@ def insert_records(tenant_id: int, entries: list[Entry], live: set[int], live_to
     thread that competes with the event loop for the GIL; plain rows cost a fraction."""
     from django.db import connection
 
-    from routing.models import UsageRecord
-
     fields = {f.attname: f for f in UsageRecord._meta.concrete_fields}
     as_json, as_cost, as_time = _adapters(connection.vendor)
     quote = connection.ops.quote_name
@@ -152,10 +151,6 @@ def insert_records(tenant_id: int, entries: list[Entry], live: set[int], live_to
 
 def write_tenant(tenant_id: int, entries: list[Entry]) -> None:
     """Write one tenant's entries in its RLS context (one transaction)."""
-    from providers.models import ProviderConfig
-    from tenants.models import ApiToken, Tenant
-    from tenants.rls import tenant_context
-
     if not Tenant.objects.filter(pk=tenant_id).exists():
         return  # the tenant was deleted since: its usage goes with it
     with tenant_context(tenant_id):

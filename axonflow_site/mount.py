@@ -1,11 +1,11 @@
 """What serves which path: the HTTP application axonflow_site/asgi.py installs.
 
-    /v1/*    routing.completions.openai_app (the lean OpenAI-compatible handler)
+    /v1/*    routing.v1.app.openai_app (the lean OpenAI-compatible handler)
     /api/*   Django, through APIHandler: the REST API without the console's middleware
     else     Django with settings.MIDDLEWARE (console, admin, static files)
 
-Plus a startup hook that takes the objects alive after startup out of the cyclic
-garbage collector's reach.
+Plus the last startup hook (axonflow_site/lifespan.py), which takes the objects alive
+after startup out of the cyclic garbage collector's reach.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 
-from routing.completions import openai_app
-from routing.lifespan import on_startup
+from routing.v1.app import openai_app
 
 DJANGO_PAGES = {
     404: ("not_found", "No such API endpoint."),
@@ -98,7 +97,6 @@ class APIHandler(ASGIHandler):
                 executor.shutdown(wait=False)
 
 
-@on_startup
 async def freeze_startup_objects() -> None:
     """Move everything alive after startup (Django, the URLconf, models, adapters: a few
     hundred thousand objects) out of the cyclic collector's reach. Without this every

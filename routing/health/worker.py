@@ -14,8 +14,7 @@ import logging
 
 from django.conf import settings
 
-from routing import health, monitor
-from routing.lifespan import SHUTDOWN_HOOKS, on_startup
+from routing.health import db_thread, probes
 
 log = logging.getLogger("axonflow.worker")
 
@@ -72,7 +71,7 @@ class HealthWorker:
         if free <= 0:
             return 0
         try:
-            claimed = await health.run_in_writer(monitor.claim_due, self.interval, free, self._offset)
+            claimed = await db_thread.run_in_writer(probes.claim_due, self.interval, free, self._offset)
         except Exception:  # the database is away: log, and try again next poll
             log.exception("claiming due providers failed")
             return 0
@@ -85,7 +84,7 @@ class HealthWorker:
 
     async def _check(self, config, thresholds) -> None:
         try:
-            await monitor.acheck(config, thresholds)
+            await probes.acheck(config, thresholds)
         except Exception:  # the lease already moved the row forward: no crash loop
             log.exception("health check of provider %s (tenant %s) crashed", config.pk, config.tenant_id)
         finally:
@@ -104,7 +103,6 @@ class HealthWorker:
 _in_process: tuple[HealthWorker, asyncio.Task] | None = None
 
 
-@on_startup
 async def start_in_process_worker() -> None:
     """Start probing inside the server process when AXONFLOW_HEALTH_IN_PROCESS is on."""
     global _in_process
@@ -127,7 +125,3 @@ async def stop_in_process_worker() -> None:
     except TimeoutError:
         log.warning("in-process health worker did not stop within %s s", SHUTDOWN_GRACE_SECONDS)
 
-
-# First among the shutdown hooks: probes in flight must finish before the pooled
-# upstream session closes, or a shutdown would record them as failures.
-SHUTDOWN_HOOKS.insert(0, stop_in_process_worker)

@@ -1,4 +1,4 @@
-"""routing/monitor.py: probing through the adapters against the fake upstream,
+"""routing/health/probes.py: probing through the adapters against the fake upstream,
 recording results, claiming due providers, and the probe side of the circuit."""
 
 from __future__ import annotations
@@ -8,13 +8,15 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from console import live
 from providers import registry
 from providers.adapters.base import HealthProbe
 from providers.adapters.http import BaseProvider
 from providers.models import HealthResult, ProviderConfig
-from routing import health, monitor
-from routing.health import DEGRADED, HEALTHY, UNHEALTHY
-from routing.monitor import check_now, claim_due, claim_due_provider, next_due
+from routing import signals
+from routing.health import breaker, status
+from routing.health.probes import check_now, claim_due, claim_due_provider, next_due
+from routing.health.status import DEGRADED, HEALTHY, UNHEALTHY
 
 KEY = "sk-test-health-0123456789abcdef"
 OK, FAILING = {}, {"failure_rate": 1.0, "failure_scope": "probe"}
@@ -113,8 +115,8 @@ def test_a_status_change_invalidates_the_routing_caches_after_commit(
     check, monkeypatch, django_capture_on_commit_callbacks, acme
 ):
     calls = []
-    monkeypatch.setattr(monitor.cache, "broadcast_invalidation", calls.append)
-    monkeypatch.setattr(monitor.live, "publish_status", lambda *a: None)
+    monkeypatch.setattr(signals, "broadcast_invalidation", calls.append)  # the routing cache's receiver
+    monkeypatch.setattr(live, "publish_status", lambda *a: None)  # the board's receiver
     with django_capture_on_commit_callbacks(execute=True):
         check(OK)
     assert calls == [acme.pk]  # unknown -> healthy
@@ -140,19 +142,18 @@ def test_a_probe_during_the_cooldown_does_not_close_the_circuit(check, provider,
     assert check(OK) == (HEALTHY, UNHEALTHY, "traffic")
 
 
-def test_a_good_probe_after_the_cooldown_closes_the_circuit(check, provider, as_tenant, monkeypatch, acme):
-    monkeypatch.setattr(health, "_schedule_change", lambda *a: None)
-    health.remember_thresholds(acme.pk, health.DEFAULT_THRESHOLDS)
+def test_a_good_probe_after_the_cooldown_closes_the_circuit(check, provider, as_tenant, circuit_changes, acme):
+    breaker.remember_thresholds(acme.pk, status.DEFAULT_THRESHOLDS)
     for _ in range(10):
-        health.record_attempt(acme.pk, provider.pk, False, 5.0, "HTTP 500")
-    assert health.is_circuit_open(provider.pk)
-    open_by_traffic(provider, as_tenant, seconds_ago=health.DEFAULT_THRESHOLDS.circuit_cooldown_seconds + 1)
+        breaker.record_attempt(acme.pk, provider.pk, False, 5.0, "HTTP 500")
+    assert breaker.is_circuit_open(provider.pk)
+    open_by_traffic(provider, as_tenant, seconds_ago=status.DEFAULT_THRESHOLDS.circuit_cooldown_seconds + 1)
     assert check(OK) == (HEALTHY, HEALTHY, "probe")
-    assert not health.is_circuit_open(provider.pk)
+    assert not breaker.is_circuit_open(provider.pk)
 
 
 def test_a_failed_probe_after_the_cooldown_hands_over_to_probe_hysteresis(check, provider, as_tenant):
-    open_by_traffic(provider, as_tenant, seconds_ago=health.DEFAULT_THRESHOLDS.circuit_cooldown_seconds + 1)
+    open_by_traffic(provider, as_tenant, seconds_ago=status.DEFAULT_THRESHOLDS.circuit_cooldown_seconds + 1)
     assert check(FAILING) == (UNHEALTHY, UNHEALTHY, "probe")
     assert check(OK)[1:] == (UNHEALTHY, "probe")
     assert check(OK)[1:] == (HEALTHY, "probe")

@@ -13,11 +13,14 @@ import httpx
 import pytest
 from django.db.models import Sum
 
-from routing import health, usage, usage_store
-from routing.metrics import bucket_index
-from routing.models import MetricBucket, UsageRecord
+from routing.health import breaker
 from tenants.models import ApiToken, TokenScope
 from tests.conftest import make_token
+from usage import store as usage_store
+from usage.entry import Entry
+from usage.metrics import bucket_index
+from usage.models import MetricBucket, UsageRecord
+from usage.writer import writer as usage_writer
 
 MINUTE = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
 
@@ -29,7 +32,7 @@ def attempt(name, outcome="success", latency=12.0, status=200):
 def entry(
     tenant, provider, *, attempts=None, ids=None, status="success", seconds=0, tokens=(10, 4), cost="0.002", token=None
 ):
-    return usage.Entry(
+    return Entry(
         tenant.pk, token, provider.pk if provider else None, provider.name if provider else "",
         attempts if attempts is not None else [attempt(provider.name)],
         ids if ids is not None else [provider.pk], status, 200 if status == "success" else 502,
@@ -55,11 +58,11 @@ def rows(tenant, as_tenant) -> list[UsageRecord]:
 
 def test_flush_writes_records_and_a_bucket_per_provider_and_minute(acme, ab, as_tenant):
     a, b = ab
-    usage.writer.add(entry(acme, a))
-    usage.writer.add(entry(acme, a, seconds=30))
+    usage_writer.add(entry(acme, a))
+    usage_writer.add(entry(acme, a, seconds=30))
     failover = [attempt("a", "http_500", 40.0, 500), attempt("b", "success", 7.0)]
-    usage.writer.add(entry(acme, b, attempts=failover, ids=[a.pk, b.pk]))
-    assert usage.writer.flush() == 3
+    usage_writer.add(entry(acme, b, attempts=failover, ids=[a.pk, b.pk]))
+    assert usage_writer.flush() == 3
     assert [(r.provider_name, r.providers_tried, r.total_tokens) for r in rows(acme, as_tenant)] == [
         ("a", ["a"], 14), ("b", ["a", "b"], 14), ("a", ["a"], 14),
     ]  # fmt: skip
@@ -74,8 +77,8 @@ def test_flush_writes_records_and_a_bucket_per_provider_and_minute(acme, ab, as_
 def test_later_flushes_add_to_the_same_minute(acme, ab, as_tenant):
     a, _ = ab
     for _ in range(3):
-        usage.writer.add(entry(acme, a))
-        usage.writer.flush()
+        usage_writer.add(entry(acme, a))
+        usage_writer.flush()
     bucket = buckets(acme, as_tenant)["a"]
     assert bucket.request_count == 3 and sum(bucket.latency_histogram) == 3
     with as_tenant(acme):
@@ -85,18 +88,18 @@ def test_later_flushes_add_to_the_same_minute(acme, ab, as_tenant):
 def test_rate_limit_skips_are_not_requests_to_the_provider(acme, ab, as_tenant):
     a, b = ab
     attempts = [attempt("a", "rate_limited", 0.0, None), attempt("b")]
-    usage.writer.add(entry(acme, b, attempts=attempts, ids=[a.pk, b.pk]))
-    usage.writer.flush()
+    usage_writer.add(entry(acme, b, attempts=attempts, ids=[a.pk, b.pk]))
+    usage_writer.flush()
     assert set(buckets(acme, as_tenant)) == {"b"}
     assert rows(acme, as_tenant)[0].providers_tried == ["b"]
 
 
 def test_a_deleted_providers_records_keep_its_name(acme, ab, as_tenant):
     a, _ = ab
-    usage.writer.add(entry(acme, a))
+    usage_writer.add(entry(acme, a))
     with as_tenant(acme):
         a.delete()
-    usage.writer.flush()
+    usage_writer.flush()
     (row,) = rows(acme, as_tenant)
     assert (row.provider_id, row.provider_name) == (None, "a")
     assert buckets(acme, as_tenant) == {}
@@ -115,11 +118,11 @@ def test_a_failed_write_keeps_the_entries_for_the_next_flush(acme, ab, as_tenant
 
     monkeypatch.setattr(usage_store, "write_tenant", flaky)
     for _ in range(4):
-        usage.writer.add(entry(acme, a))
-    assert usage.writer.flush() == 0
+        usage_writer.add(entry(acme, a))
+    assert usage_writer.flush() == 0
     assert "kept for retry" in caplog.text
-    assert len(usage.writer.pending) == 4
-    assert usage.writer.flush() == 4
+    assert len(usage_writer.pending) == 4
+    assert usage_writer.flush() == 4
     assert len(rows(acme, as_tenant)) == 4
 
 
@@ -131,17 +134,17 @@ def test_one_tenants_failure_does_not_hold_back_another(acme, globex, ab, make_p
         "write_tenant",
         lambda t, e: (_ for _ in ()).throw(RuntimeError("x")) if t == acme.pk else real(t, e),
     )
-    usage.writer.add(entry(acme, ab[0]))
-    usage.writer.add(entry(globex, g))
-    assert usage.writer.flush() == 1
+    usage_writer.add(entry(acme, ab[0]))
+    usage_writer.add(entry(globex, g))
+    assert usage_writer.flush() == 1
     assert len(rows(globex, as_tenant)) == 1
-    assert [e.tenant_id for e in usage.writer.pending] == [acme.pk]
+    assert [e.tenant_id for e in usage_writer.pending] == [acme.pk]
 
 
 def test_the_writer_stamps_token_last_used(acme, ab, as_tenant):
     token, _ = ApiToken.issue(acme, "app", TokenScope.COMPLETIONS)
-    usage.writer.add(entry(acme, ab[0], token=token.pk))
-    usage.writer.flush()
+    usage_writer.add(entry(acme, ab[0], token=token.pk))
+    usage_writer.flush()
     token.refresh_from_db()
     assert token.last_used == MINUTE
     assert rows(acme, as_tenant)[0].token_id == token.pk
@@ -151,19 +154,19 @@ def test_the_writer_stamps_token_last_used(acme, ab, as_tenant):
 def test_the_thread_writes_when_a_batch_fills_and_stop_flushes_the_rest(acme, ab, as_tenant, settings):
     settings.AXONFLOW_USAGE_BATCH_SIZE = 5
     settings.AXONFLOW_USAGE_FLUSH_SECONDS = 3600  # only the batch size can wake it
-    usage.writer.autostart = True
+    usage_writer.autostart = True
     try:
         for _ in range(5):
-            usage.writer.add(entry(acme, ab[0]))
+            usage_writer.add(entry(acme, ab[0]))
         deadline = time.monotonic() + 10
         while len(rows(acme, as_tenant)) < 5 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(rows(acme, as_tenant)) == 5
-        usage.writer.add(entry(acme, ab[0]))
+        usage_writer.add(entry(acme, ab[0]))
     finally:
-        usage.writer.stop()
-        usage.writer.autostart = False
-    assert len(rows(acme, as_tenant)) == 6 and not usage.writer.pending
+        usage_writer.stop()
+        usage_writer.autostart = False
+    assert len(rows(acme, as_tenant)) == 6 and not usage_writer.pending
 
 
 # --- a burst through the gateway -----------------------------------------------------------------
@@ -200,7 +203,7 @@ async def burst(url: str, token: str) -> Counter:
 def test_after_a_burst_usage_records_equal_requests_served_per_provider(
     gateway, acme, make_provider, upstream, as_tenant
 ):
-    health.reset()
+    breaker.reset()
     make_provider(acme, name="a", base_url=upstream.base_url("a"), api_key="sk-test-aaaa1111", weight=70)
     make_provider(acme, name="b", base_url=upstream.base_url("b"), api_key="sk-test-bbbb2222", weight=30)
     served = asyncio.run(burst(gateway.url, make_token(acme, TokenScope.COMPLETIONS)))
@@ -208,7 +211,7 @@ def test_after_a_burst_usage_records_equal_requests_served_per_provider(
     by_provider = {name: n for (_, name), n in served.items()}
     assert set(by_provider) == {"a", "b"}
 
-    usage.writer.flush()
+    usage_writer.flush()
     with as_tenant(acme):
         records = UsageRecord.objects.filter(tenant=acme)
         assert records.count() == BURST

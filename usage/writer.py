@@ -1,20 +1,18 @@
 """Usage accounting off the request path.
 
-The router calls `record_success` / `record_failure` once per routed request; they
-append one Entry to an in-memory queue (a deque append: no lock, no I/O). A daemon
-thread, the writer, drains the queue whenever AXONFLOW_USAGE_FLUSH_SECONDS have passed
-or AXONFLOW_USAGE_BATCH_SIZE entries are waiting, and per tenant, inside that tenant's
-RLS context, in one transaction:
+The router hands one usage.entry.Entry per routed request to `writer.add`: a deque
+append, no lock, no I/O. A daemon thread drains the queue whenever
+AXONFLOW_USAGE_FLUSH_SECONDS have passed or AXONFLOW_USAGE_BATCH_SIZE entries are
+waiting, and per tenant, inside that tenant's RLS context, in one transaction:
 
 - bulk-inserts the UsageRecord rows;
 - adds every attempt to its provider's MetricBucket for that minute (requests, errors,
-  latency sum and histogram on routing/metrics.py's bounds, tokens, cost), creating the
+  latency sum and histogram on usage/metrics.py's bounds, tokens, cost), creating the
   row or updating it under a row lock so several processes can share a minute.
 
-The SQL is in routing/usage_store.py. A failed write keeps the entries for the next
-round (bounded by MAX_PENDING); the ASGI shutdown hook and an atexit hook flush what is
+The SQL is in usage/store.py. A failed write keeps the entries for the next round
+(bounded by MAX_PENDING); the ASGI shutdown hook and an atexit hook flush what is
 left, so nothing is lost on a clean stop.
-Prompt text is stored only for tenants with store_prompts.
 """
 
 from __future__ import annotations
@@ -24,116 +22,17 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import OperationalError, close_old_connections
-from django.utils import timezone
 
-from routing import usage_store
-from routing.lifespan import on_shutdown, on_startup
-
-if TYPE_CHECKING:
-    from axonflow_site.errors import AxonFlowError
-    from providers.adapters.base import CompletionRequest
-    from routing.router import Attempt, Caller, RouteResult
+from usage import store
+from usage.entry import Entry
 
 log = logging.getLogger("axonflow.usage")
 
 MAX_PENDING = 200_000
-ZERO = Decimal("0")
-
-
-@dataclass(slots=True)
-class Entry:
-    """One routed request, as it will become a UsageRecord (plus attempt metrics)."""
-
-    tenant_id: int
-    token_id: int | None
-    provider_id: int | None
-    provider_name: str
-    attempts: list[dict[str, Any]]
-    attempt_ids: list[int | None]
-    status: str
-    status_code: int
-    error_code: str = ""
-    model: str = ""
-    stream: bool = False
-    latency_ms: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal = ZERO
-    request_id: str = ""
-    prompt: str | None = None
-    created: datetime = field(default_factory=timezone.now)
-
-
-def prompt_text(request: CompletionRequest) -> str:
-    parts = [f"system: {request.system}"] if request.system else []
-    parts += [f"{m.role}: {m.content}" for m in request.messages]
-    return "\n".join(parts)
-
-
-def record_success(caller: Caller, request: CompletionRequest, result: RouteResult, *, stream: bool) -> None:
-    usage = result.response.usage
-    writer.add(
-        Entry(
-            caller.tenant_id,
-            caller.token_id,
-            result.config.pk,
-            result.config.name,
-            [a.as_dict() for a in result.attempts],
-            [a.provider_id for a in result.attempts],
-            "success",
-            200,
-            model=result.response.model,
-            stream=stream,
-            latency_ms=result.response_time_ms,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cost=result.cost,
-            request_id=caller.request_id,
-            prompt=prompt_text(request) if caller.store_prompts else None,
-        )
-    )
-
-
-def record_failure(
-    caller: Caller,
-    request: CompletionRequest,
-    error: AxonFlowError,
-    attempts: list[Attempt],
-    latency_ms: float,
-    *,
-    stream: bool,
-    provider_id: int | None = None,
-    provider_name: str = "",
-) -> None:
-    tried = [a for a in attempts if a.outcome != "rate_limited"]
-    writer.add(
-        Entry(
-            caller.tenant_id,
-            caller.token_id,
-            provider_id if provider_id is not None else (tried[-1].provider_id if tried else None),
-            provider_name or (tried[-1].provider if tried else ""),
-            [a.as_dict() for a in attempts],
-            [a.provider_id for a in attempts],
-            "error",
-            error.http_status,
-            error_code=error.code,
-            stream=stream,
-            latency_ms=latency_ms,
-            request_id=caller.request_id,
-            prompt=prompt_text(request) if caller.store_prompts else None,
-        )
-    )
-
-
-# --- writing (the SQL is in routing/usage_store.py) -----------------------------------------
 
 
 def _write_retrying(tenant_id: int, entries: list[Entry], attempts: int = 5) -> None:
@@ -141,7 +40,7 @@ def _write_retrying(tenant_id: int, entries: list[Entry], attempts: int = 5) -> 
     reading must upgrade after another connection wrote; a short retry is all it needs."""
     for attempt in range(attempts):
         try:
-            usage_store.write_tenant(tenant_id, entries)
+            store.write_tenant(tenant_id, entries)
             return
         except OperationalError as exc:
             if "locked" not in str(exc) or attempt == attempts - 1:
@@ -235,13 +134,13 @@ class UsageWriter:
 writer = UsageWriter()
 
 
-@on_startup
 async def start_usage_writer() -> None:
+    """Lifespan startup hook (axonflow_site/lifespan.py)."""
     writer.start()
 
 
-@on_shutdown
 async def flush_usage() -> None:
+    """Lifespan shutdown hook: stop the thread and write what is queued."""
     await sync_to_async(writer.stop, thread_sensitive=False)()
 
 

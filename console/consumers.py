@@ -1,7 +1,7 @@
 """The live status board's socket: `/ws/status/` (channels sample_project's shape).
 
 A member of the session's active tenant joins `tenant-<id>-status`, gets every card
-once, then each card that routing/live.py publishes. Anyone else is refused at the
+once, then each card that console/live.py publishes. Anyone else is refused at the
 handshake. Messages are the card fragments themselves; htmx's ws extension swaps
 them in by id.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from routing import live
+from console import live
 
 
 @database_sync_to_async

@@ -15,9 +15,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from providers.models import HealthResult
-from routing.models import MetricBucket, UsageRecord
 from tenants.models import Tenant
 from tenants.rls import tenant_context
+from usage.models import MetricBucket, UsageRecord
 
 # (model, its timestamp field)
 PRUNED = ((HealthResult, "checked_at"), (UsageRecord, "created"), (MetricBucket, "minute"))

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from usage.models import MetricBucket
+
 # Upper bounds (ms) of the histogram buckets; the last bucket is everything above.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 BUCKET_COUNT = len(LATENCY_BOUNDS_MS) + 1
@@ -116,8 +118,6 @@ def window_metrics(
 
     Must run inside tenants.rls.tenant_context(tenant_id). One query; providers without
     buckets are absent (callers default to an empty WindowMetrics)."""
-    from routing.models import MetricBucket
-
     rows = MetricBucket.objects.filter(tenant_id=tenant_id, minute__gte=window_start(window, now)).only(
         "provider_id",
         "request_count",

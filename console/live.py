@@ -2,29 +2,31 @@
 and send it to the tenant's channel group, where StatusBoardConsumer forwards it to
 every open board of that tenant (and no other).
 
-The fragment is `routing/_provider_card.html`, the same one the page renders, with
-`id="provider-<pk>"`, so htmx's ws extension swaps it in place by id.
+The fragment is `console/_provider_card.html`, the same one the page renders, with
+`id="provider-<pk>"`, so htmx's ws extension swaps it in place by id. Health code
+never calls this module: it sends `events.status_changed`, and `on_status_changed`
+(connected in ConsoleConfig.ready) queues the push.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.template.loader import render_to_string
 
-from routing.metrics import DEFAULT_WINDOW, WindowMetrics, window_metrics
+from providers.models import ProviderConfig
+from routing.health import db_thread
 from tenants.rls import tenant_context
-
-if TYPE_CHECKING:
-    from providers.models import ProviderConfig
+from usage.metrics import DEFAULT_WINDOW, WindowMetrics, window_metrics
 
 log = logging.getLogger("axonflow.live")
 
 STATUS_EVENT = "status.changed"
-CARD_TEMPLATE = "routing/_provider_card.html"
+CARD_TEMPLATE = "console/_provider_card.html"
 
 
 def group_name(tenant_id: int) -> str:
@@ -37,8 +39,6 @@ def render_card(config: ProviderConfig, metrics: WindowMetrics | None = None, wi
 
 def card_html(tenant_id: int, provider_id: int, window: str = DEFAULT_WINDOW) -> str | None:
     """The provider's card as it is now, or None if it no longer exists. Queries the DB."""
-    from providers.models import ProviderConfig
-
     with tenant_context(tenant_id):
         config = ProviderConfig.objects.filter(tenant_id=tenant_id, pk=provider_id).first()
         if config is None:
@@ -49,8 +49,6 @@ def card_html(tenant_id: int, provider_id: int, window: str = DEFAULT_WINDOW) ->
 
 def snapshot(tenant_id: int, window: str = DEFAULT_WINDOW) -> list[str]:
     """Every card of the tenant, in board order (two queries)."""
-    from providers.models import ProviderConfig
-
     with tenant_context(tenant_id):
         configs = list(ProviderConfig.objects.filter(tenant_id=tenant_id))
         metrics = window_metrics(tenant_id, window)
@@ -69,10 +67,8 @@ async def apublish_html(tenant_id: int, html: str) -> None:
 
 
 async def apublish_status(tenant_id: int, provider: ProviderConfig | int) -> None:
-    """Async publishers: render on the health writer thread, send on this loop."""
-    from routing.health import run_in_writer
-
-    html = await run_in_writer(card_html, tenant_id, _provider_id(provider))
+    """Async publishers: render on the health DB thread, send on this loop."""
+    html = await db_thread.run_in_writer(card_html, tenant_id, _provider_id(provider))
     if html is not None:
         await apublish_html(tenant_id, html)
 
@@ -88,3 +84,19 @@ def publish_status(tenant_id: int, provider: ProviderConfig | int) -> None:
         async_to_sync(apublish_html)(tenant_id, html)
     except Exception:
         log.exception("could not publish the status of provider %s", _provider_id(provider))
+
+
+def on_status_changed(sender, *, tenant_id: int, provider_id: int, **kwargs) -> None:
+    """Receiver of events.status_changed: push the provider's fresh card to the tenant's
+    boards, off the sender's path.
+
+    Sent on an event loop (the probe loop; a circuit change handed back to the router's
+    loop), the push runs on that loop, where the board's sockets and the in-memory
+    channel layer live. Sent from a sync thread (a view's "check now", a command), it
+    runs once the sender's transaction commits."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        transaction.on_commit(lambda: publish_status(tenant_id, provider_id))
+        return
+    db_thread.track(asyncio.run_coroutine_threadsafe(apublish_status(tenant_id, provider_id), loop))

@@ -10,12 +10,17 @@ probe, a probe that crashes has already pushed its row forward: no crash loop.
 
 Every ORM call here runs inside tenants.rls.tenant_context (RLS is forced on
 providers_providerconfig and providers_healthresult); async callers reach it through
-routing.health.run_in_writer. The loop itself lives in routing/worker.py.
+routing.health.db_thread. The loop itself lives in routing/health/worker.py.
+
+What changed is told through `axonflow_site.events.status_changed` (the routing cache
+and the console's board listen); circuit changes that the breaker announces with
+`events.circuit_changed` are stored here (`on_circuit_changed`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -27,16 +32,18 @@ from django.conf import settings
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
+from axonflow_site import events
 from axonflow_site.errors import ProviderNotFound
 from providers import registry, secrets
 from providers.adapters.base import HealthProbe
 from providers.models import HealthResult, HealthSource, ProviderConfig
-from routing import cache, health, live
+from routing.health import breaker, db_thread
+from routing.health.status import DEFAULT_THRESHOLDS, HEALTHY, UNHEALTHY, derive_status, observe
 from tenants.models import Tenant
 from tenants.rls import is_postgres, tenant_context
 
 if TYPE_CHECKING:
-    from routing.health import Thresholds
+    from routing.health.status import Thresholds
 
 log = logging.getLogger("axonflow.monitor")
 
@@ -105,7 +112,7 @@ def claim_due(interval: float | None, limit: int, offset: int = 0) -> list[tuple
         tenants = tenants[offset:] + tenants[:offset]
     claimed: list[tuple[ProviderConfig, Thresholds]] = []
     for tenant in tenants:
-        thresholds = health.thresholds_for(tenant)
+        thresholds = breaker.thresholds_for(tenant)
         while len(claimed) < limit:
             config = claim_due_provider(tenant.pk, interval_for(tenant, interval))
             if config is None:
@@ -123,7 +130,7 @@ def probe_timeout(config: ProviderConfig, thresholds: Thresholds) -> float:
     return min(thresholds.probe_timeout_seconds, float(config.timeout_seconds or thresholds.probe_timeout_seconds))
 
 
-async def probe(config: ProviderConfig, thresholds: Thresholds = health.DEFAULT_THRESHOLDS) -> HealthProbe:
+async def probe(config: ProviderConfig, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> HealthProbe:
     """Run the adapter's health_check under a timeout. Never raises: a failure of any
     kind (bad config, connect error, timeout, adapter bug) is a failed probe whose
     error text has been scrubbed of keys."""
@@ -160,15 +167,15 @@ def _next_status(config: ProviderConfig, recent: list[str], t: Thresholds, now: 
     While traffic holds the circuit open, probes are stored but change nothing until the
     cooldown is over; then the first probe is the half-open trial: ok closes the circuit,
     a failure hands the provider over to probe hysteresis (still unhealthy)."""
-    if config.health_status == health.UNHEALTHY and config.health_source == TRAFFIC:
+    if config.health_status == UNHEALTHY and config.health_source == TRAFFIC:
         opened = config.health_changed_at or now
         if (now - opened).total_seconds() < t.circuit_cooldown_seconds:
-            return health.UNHEALTHY, TRAFFIC
-        if recent[-1] != health.UNHEALTHY:
-            health.close_circuit(config.pk)
+            return UNHEALTHY, TRAFFIC
+        if recent[-1] != UNHEALTHY:
+            breaker.close_circuit(config.pk)
             return recent[-1], PROBE
-        return health.UNHEALTHY, PROBE
-    return health.derive_status(recent, t, current=config.health_status), PROBE
+        return UNHEALTHY, PROBE
+    return derive_status(recent, t, current=config.health_status), PROBE
 
 
 def record_probe(tenant_id: int, provider_id: int, result: HealthProbe, t: Thresholds) -> ProbeOutcome | None:
@@ -182,7 +189,7 @@ def record_probe(tenant_id: int, provider_id: int, result: HealthProbe, t: Thres
         stored = HealthResult.objects.create(
             tenant_id=tenant_id,
             provider=config,
-            status=health.observe(result.ok, result.latency_ms, t),
+            status=observe(result.ok, result.latency_ms, t),
             latency_ms=result.latency_ms,
             error=result.error,
             checked_at=now,
@@ -206,22 +213,22 @@ def record_circuit_change(
     tenant_id: int, provider_id: int, opened: bool, detail: str, latency_ms: float | None = None
 ) -> ProviderConfig | None:
     """Persist a traffic circuit change (HealthResult source=traffic and the provider's
-    status) and invalidate routing caches everywhere. Returns the provider, or None when
-    nothing changed (deleted, or a close that a probe already made)."""
+    status). Returns the provider, or None when nothing changed (deleted, or a close
+    that a probe already made). No side effects beyond the database."""
     now = timezone.now()
     tenant = Tenant.objects.filter(pk=tenant_id).first()
     if tenant is None:
         return None
-    t = health.thresholds_for(tenant)
+    t = breaker.thresholds_for(tenant)
     with tenant_context(tenant_id):
         config = ProviderConfig.objects.select_for_update().filter(tenant_id=tenant_id, pk=provider_id).first()
         held_by_traffic = config is not None and (config.health_status, config.health_source) == (
-            health.UNHEALTHY,
+            UNHEALTHY,
             TRAFFIC,
         )
         if config is None or (not opened and not held_by_traffic):
             return None
-        status = health.UNHEALTHY if opened else health.HEALTHY
+        status = UNHEALTHY if opened else HEALTHY
         HealthResult.objects.create(
             tenant_id=tenant_id,
             provider=config,
@@ -237,24 +244,65 @@ def record_circuit_change(
         ProviderConfig.objects.filter(pk=provider_id).update(**fields)
         for name, value in fields.items():
             setattr(config, name, value)
-    cache.broadcast_invalidation(tenant_id)
     return config
+
+
+# --- telling the others ----------------------------------------------------------------------
+
+
+def announce_status(config: ProviderConfig, source: str, changed: bool) -> None:
+    """Send events.status_changed for the provider's status as stored in `config`."""
+    events.status_changed.send(
+        sender=None,
+        tenant_id=config.tenant_id,
+        provider_id=config.pk,
+        status=config.health_status,
+        source=source,
+        changed=changed,
+    )
+
+
+async def _announce_on_loop(config: ProviderConfig) -> None:
+    announce_status(config, TRAFFIC, changed=True)
+
+
+def _persist_circuit_change(loop, tenant_id: int, provider_id: int, opened: bool, detail: str, latency_ms) -> None:
+    config = record_circuit_change(tenant_id, provider_id, opened, detail, latency_ms)
+    if config is None:
+        return
+    if loop is not None and loop.is_running():
+        # Back to the loop the breaker ran on: the board's sockets and the in-memory
+        # channel layer live there.
+        db_thread.track(asyncio.run_coroutine_threadsafe(_announce_on_loop(config), loop))
+    else:
+        announce_status(config, TRAFFIC, changed=True)
+
+
+def on_circuit_changed(sender, *, tenant_id: int, provider_id: int, opened: bool, detail: str, latency_ms=None, **kw):
+    """Receiver of events.circuit_changed (the breaker, on the request path): store the
+    change on the health DB thread, then announce it on the breaker's loop. The write
+    never waits for that loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    db_thread.submit(_persist_circuit_change, loop, tenant_id, provider_id, opened, detail, latency_ms)
 
 
 # --- one check, sync and async ------------------------------------------------------------------
 
 
 async def acheck(config: ProviderConfig, thresholds: Thresholds) -> ProbeOutcome | None:
-    """Probe, record, and on a status change invalidate the routing caches; then push
-    the card to the tenant's board (every probe refreshes last check and metrics)."""
+    """Probe, record, and announce the result with events.status_changed (the routing
+    caches drop the tenant on a change; the board gets the card on every probe, which
+    refreshes last check and metrics)."""
     result = await probe(config, thresholds)
-    outcome = await health.run_in_writer(record_probe, config.tenant_id, config.pk, result, thresholds)
+    outcome = await db_thread.run_in_writer(record_probe, config.tenant_id, config.pk, result, thresholds)
     if outcome is None:
         return None
     if outcome.changed:
         log.info("provider %s (%s): %s", config.name, config.tenant_id, outcome.config.health_status)
-        await health.run_in_writer(cache.broadcast_invalidation, config.tenant_id)
-    await live.apublish_status(config.tenant_id, config.pk)
+    announce_status(outcome.config, PROBE, outcome.changed)
     return outcome
 
 
@@ -274,18 +322,12 @@ async def _probe_once(config: ProviderConfig, thresholds: Thresholds) -> HealthP
 def check_now(config: ProviderConfig) -> HealthResult:
     """Probe one provider now (the API's health-check endpoint, the console's "check
     now" button): store and return the HealthResult. Raises ProviderNotFound if the
-    provider is gone. Sync; invalidation and the board push run after commit."""
+    provider is gone. Sync; the announcement goes out after commit."""
     tenant = Tenant.objects.get(pk=config.tenant_id)
-    thresholds = health.thresholds_for(tenant)
+    thresholds = breaker.thresholds_for(tenant)
     result = async_to_sync(_probe_once)(config, thresholds)
     outcome = record_probe(config.tenant_id, config.pk, result, thresholds)
     if outcome is None:
         raise ProviderNotFound(f"No provider named '{config.name}'.", {"name": config.name})
-
-    def announce() -> None:
-        if outcome.changed:
-            cache.broadcast_invalidation(config.tenant_id)
-        live.publish_status(config.tenant_id, outcome.config)
-
-    transaction.on_commit(announce)
+    transaction.on_commit(functools.partial(announce_status, outcome.config, PROBE, outcome.changed))
     return outcome.result

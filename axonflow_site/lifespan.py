@@ -1,0 +1,54 @@
+"""ASGI lifespan: the server process's startup and shutdown hooks, in order.
+
+The hooks are named here by dotted path rather than registered by the modules that
+define them, so their order is written down in one place and this module imports
+nothing of ours (a layer may hold a hook without importing this file, and this file
+never pulls the layers above into the ones below).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from django.utils.module_loading import import_string
+
+log = logging.getLogger("axonflow.lifespan")
+
+Hook = Callable[[], Awaitable[None]]
+
+STARTUP: tuple[str, ...] = (
+    "routing.cache.start_invalidation_listener",
+    "routing.health.worker.start_in_process_worker",  # AXONFLOW_HEALTH_IN_PROCESS only
+    "usage.writer.start_usage_writer",
+    "axonflow_site.mount.freeze_startup_objects",  # last: everything alive now is kept
+)
+SHUTDOWN: tuple[str, ...] = (
+    # First: probes in flight must finish before the pooled upstream session closes,
+    # or a shutdown would record them as failures.
+    "routing.health.worker.stop_in_process_worker",
+    "providers.adapters.http.close_session",
+    "routing.cache.stop_invalidation_listener",
+    "usage.writer.flush_usage",
+)
+
+
+async def run_hooks(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        try:
+            hook: Hook = import_string(path)
+            await hook()
+        except Exception:  # one failing hook must not keep the others from running
+            log.exception("lifespan hook %s failed", path)
+
+
+async def handle_lifespan(scope, receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await run_hooks(STARTUP)
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await run_hooks(SHUTDOWN)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

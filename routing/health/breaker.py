@@ -1,0 +1,149 @@
+"""The traffic circuit breaker: passive health from the router's attempts.
+
+The router reports every attempt to `record_attempt`. When 50 % or more of a
+provider's recent attempts (at least 10 in 60 s) fail, its circuit opens at once:
+`is_circuit_open` turns true in this process, and `events.circuit_changed` is sent so
+that routing/health/probes.py stores the change (unhealthy, source `traffic`) and
+announces it, off the request path. After the cooldown the circuit is half-open: the
+next probe or trial request decides whether it closes.
+
+`record_attempt` and `is_circuit_open` are synchronous, in-memory and cheap: they run
+on the router's hot path, in async code, and never touch the database themselves.
+The per-tenant thresholds are cached here too (`thresholds_for`), loaded off the path.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from axonflow_site import events
+from routing.health import db_thread
+from routing.health.status import DEFAULT_THRESHOLDS, Thresholds, parse_thresholds
+
+log = logging.getLogger("axonflow.health")
+
+THRESHOLDS_TTL_SECONDS = 60.0
+clock = time.monotonic  # the breaker's clock; tests replace it
+
+
+def thresholds_for(tenant) -> Thresholds:
+    """The tenant's thresholds; a bad `health_settings` logs and falls back to defaults
+    (a typo in an admin form must not stop health checks)."""
+    try:
+        thresholds = parse_thresholds(tenant.health_settings)
+    except ValueError as exc:
+        log.warning("tenant %s: ignoring health_settings (%s)", tenant.pk, exc)
+        thresholds = DEFAULT_THRESHOLDS
+    remember_thresholds(tenant.pk, thresholds)
+    return thresholds
+
+
+@dataclass(slots=True)
+class _Circuit:
+    tenant_id: int
+    attempts: deque  # (monotonic time, ok), newest last
+    opened_at: float | None = None  # set while open or half-open
+
+
+_circuits: dict[int, _Circuit] = {}
+_thresholds: dict[int, tuple[float, Thresholds]] = {}
+_lock = threading.Lock()
+
+
+def remember_thresholds(tenant_id: int, thresholds: Thresholds) -> None:
+    _thresholds[tenant_id] = (clock() + THRESHOLDS_TTL_SECONDS, thresholds)
+
+
+def _cached_thresholds(tenant_id: int) -> Thresholds:
+    """The tenant's thresholds from memory; a miss returns the defaults and loads the
+    tenant's in the background (the hot path never queries)."""
+    hit = _thresholds.get(tenant_id)
+    if hit is None or hit[0] < clock():
+        remember_thresholds(tenant_id, hit[1] if hit else DEFAULT_THRESHOLDS)  # one load per TTL
+        db_thread.submit(_load_thresholds, tenant_id)
+        return hit[1] if hit else DEFAULT_THRESHOLDS
+    return hit[1]
+
+
+def _load_thresholds(tenant_id: int) -> None:
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is not None:
+        thresholds_for(tenant)
+
+
+def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float, error: str = "") -> None:
+    """Passive health: the router reports every attempt's outcome here.
+
+    Opens the circuit when the error share of the last `traffic_sample_size` attempts
+    within `traffic_window_seconds` reaches `traffic_error_rate` over at least
+    `traffic_min_requests`. Outcomes arriving during the cooldown belong to requests
+    started before the circuit opened and are ignored; the first one after it (half-open)
+    closes the circuit or opens it again. Persistence and broadcast run off this path.
+    """
+    t = _cached_thresholds(tenant_id)
+    now = clock()
+    with _lock:
+        circuit = _circuits.get(provider_id)
+        if circuit is None:
+            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        if circuit.opened_at is not None:
+            if now - circuit.opened_at < t.circuit_cooldown_seconds:
+                return
+            circuit.opened_at = None if ok else now
+            change = "closed" if ok else "opened"
+            detail = "trial request succeeded" if ok else f"trial request failed: {error}"
+        else:
+            attempts = circuit.attempts
+            if attempts.maxlen != t.traffic_sample_size:
+                attempts = circuit.attempts = deque(attempts, maxlen=t.traffic_sample_size)
+            attempts.append((now, ok))
+            while attempts and now - attempts[0][0] > t.traffic_window_seconds:
+                attempts.popleft()
+            failures = sum(1 for _, good in attempts if not good)
+            if len(attempts) < t.traffic_min_requests or failures < t.traffic_error_rate * len(attempts):
+                return
+            detail = f"{failures} of the last {len(attempts)} requests failed; last error: {error}"
+            circuit.opened_at = now
+            attempts.clear()
+            change = "opened"
+    log.warning("provider %s: circuit %s (%s)", provider_id, change, detail[:200])
+    events.circuit_changed.send(
+        sender=None,
+        tenant_id=tenant_id,
+        provider_id=provider_id,
+        opened=change == "opened",
+        detail=detail,
+        latency_ms=latency_ms,
+    )
+
+
+def is_circuit_open(provider_id: int) -> bool:
+    """True while traffic has opened this provider's circuit and the cooldown runs
+    (treat as unhealthy). Half-open (cooldown over) reads as closed."""
+    circuit = _circuits.get(provider_id)
+    if circuit is None or circuit.opened_at is None:
+        return False
+    t = _cached_thresholds(circuit.tenant_id)
+    return clock() - circuit.opened_at < t.circuit_cooldown_seconds
+
+
+def close_circuit(provider_id: int) -> None:
+    """A probe closed the circuit: forget this process's open state and old attempts."""
+    with _lock:
+        circuit = _circuits.get(provider_id)
+        if circuit is not None:
+            circuit.opened_at = None
+            circuit.attempts.clear()
+
+
+def reset() -> None:
+    """Forget every circuit and cached threshold (tests; a provider's deletion)."""
+    with _lock:
+        _circuits.clear()
+        _thresholds.clear()

@@ -1,0 +1,184 @@
+"""The OpenAI-compatible /v1 (SPEC §3): POST /v1/chat/completions and GET /v1/models,
+a raw ASGI handler mounted ahead of Django (axonflow_site/mount.py). It does no
+synchronous Django work on the request path: the token, the tenant's providers and
+their health come from in-process caches (a miss goes through sync_to_async once),
+and usage goes to the batch writer. Measured, Django's request cycle alone costs more
+than this whole handler (docs/routing.md). The wire format is routing/v1/wire.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from django.conf import settings
+
+from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound
+from routing import router
+from routing.cache import get_snapshot
+from routing.route import Caller, new_request_id
+from routing.router import RouteStream, StreamFailed
+from routing.v1 import wire
+from tenants.authentication import TokenIdentity, identify
+
+log = logging.getLogger("axonflow.completions")
+
+
+class NotFound(AxonFlowError):
+    code = "not_found"
+    http_status = 404
+
+
+class MethodNotAllowed(AxonFlowError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class ClientGone(Exception):
+    """The client disconnected while we were reading its request."""
+
+
+def header(scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def authenticate(scope) -> TokenIdentity:
+    return await identify(header(scope, b"authorization"), in_request=False)
+
+
+async def read_body(scope, receive) -> bytes:
+    limit = settings.AXONFLOW_MAX_BODY_BYTES
+    length = header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"Request body is {length} bytes; the limit is {limit}.", {"limit_bytes": limit})
+    parts, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        body = message.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", {"limit_bytes": limit})
+        parts.append(body)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def send_json(send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send, error: AxonFlowError, request_id: str) -> None:
+    extra = [(b"x-request-id", request_id.encode())]
+    extra += [(k.lower().encode(), str(v).encode()) for k, v in error.headers.items()]
+    if error.http_status == 401:
+        extra.append((b"www-authenticate", b'Bearer realm="axonflow"'))
+    await send_json(send, error.http_status, wire.error_body(error), extra)
+
+
+async def chat(scope, receive, send, request_id: str) -> None:
+    identity = await authenticate(scope)
+    data = wire.parse_body(await read_body(scope, receive))
+    completion, options, model, include_usage = wire.parse_chat(data)
+    snapshot = await get_snapshot(identity.tenant_id, in_request=False)
+    if options.preferred_provider and options.preferred_provider not in snapshot.by_name:
+        raise ProviderNotFound(
+            f"The model '{model}' is neither a provider of this tenant nor 'auto'.", {"param": "model", "name": model}
+        )
+    router.validate_names(snapshot, options)
+    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    if completion.stream:
+        stream = await router.open_stream(snapshot, completion, options, caller)
+        await stream_chat(scope, receive, send, stream, request_id, include_usage)
+        return
+    result = await router.complete(snapshot, completion, options, caller)
+    extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+    await send_json(send, 200, wire.completion_body(result, request_id), extra)
+
+
+async def _disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str, include_usage: bool) -> None:
+    """Send the stream; stop (and close the upstream) if the client goes away."""
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-axonflow-provider", stream.provider_name.encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    chunks = stream.chunks()
+    created, model, first = int(time.time()), stream.model or stream.config.model, True
+    try:
+        async for chunk in chunks:
+            if watcher.done():
+                break
+            event = wire.chunk_event(request_id, created, model, chunk, first)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            first = False
+        else:
+            tail = b""
+            if include_usage and stream.usage is not None:
+                tail = wire.usage_event(
+                    request_id, created, model, stream.usage.prompt_tokens, stream.usage.completion_tokens
+                )
+            await send({"type": "http.response.body", "body": tail + wire.DONE_EVENT})
+    except StreamFailed as exc:
+        await send({"type": "http.response.body", "body": wire.error_event(exc.error)})
+    finally:
+        watcher.cancel()
+        await chunks.aclose()
+
+
+async def models(scope, send, request_id: str) -> None:
+    identity = await authenticate(scope)
+    snapshot = await get_snapshot(identity.tenant_id, in_request=False)
+    names = [(c.name, c.type) for c in snapshot.enabled]
+    await send_json(send, 200, wire.models_body(names), [(b"x-request-id", request_id.encode())])
+
+
+async def openai_app(scope, receive, send) -> None:
+    """ASGI app for /v1/*: OpenAI-compatible errors everywhere, never a bare 500."""
+    request_id = new_request_id()
+    path, method = scope["path"].rstrip("/") or "/", scope["method"]
+    started = False
+
+    async def tracking_send(message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        if path == "/v1/chat/completions":
+            if method != "POST":
+                raise MethodNotAllowed(f"Use POST for {path}.")
+            await chat(scope, receive, tracking_send, request_id)
+        elif path == "/v1/models":
+            if method != "GET":
+                raise MethodNotAllowed(f"Use GET for {path}.")
+            await models(scope, tracking_send, request_id)
+        else:
+            raise NotFound(f"No such endpoint: {method} {scope['path']}.")
+    except ClientGone:
+        return
+    except AxonFlowError as exc:
+        if not started:
+            await send_error(send, exc, request_id)
+    except Exception:
+        log.exception("unexpected error serving %s %s", method, path)
+        if not started:
+            await send_error(
+                send, AxonFlowError("Internal error; see the server log.", {"request_id": request_id}), request_id
+            )

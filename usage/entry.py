@@ -1,0 +1,50 @@
+"""One routed request as the usage writer will store it: a UsageRecord, plus each
+attempt's share of its provider's minute metrics.
+
+The router builds one Entry when a request ends (served, failed or cut off) and hands
+it to usage.writer; usage knows nothing of the router's types. `attempts` are plain
+dicts ({provider, outcome, status_code, latency_ms, error}), as clients see them in
+`route.attempts`, and `attempt_ids` the provider ids beside them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.utils import timezone
+
+ZERO = Decimal("0")
+
+
+@dataclass(slots=True)
+class Entry:
+    """One routed request, as it will become a UsageRecord (plus attempt metrics)."""
+
+    tenant_id: int
+    token_id: int | None
+    provider_id: int | None
+    provider_name: str
+    attempts: list[dict[str, Any]]
+    attempt_ids: list[int | None]
+    status: str
+    status_code: int
+    error_code: str = ""
+    model: str = ""
+    stream: bool = False
+    latency_ms: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = ZERO
+    request_id: str = ""
+    prompt: str | None = None
+    created: datetime = field(default_factory=timezone.now)
+
+
+def prompt_text(system: str | None, messages) -> str:
+    """The prompt as stored for tenants with store_prompts: one "role: content" line each."""
+    parts = [f"system: {system}"] if system else []
+    parts += [f"{m.role}: {m.content}" for m in messages]
+    return "\n".join(parts)

@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 UPSTREAM_PORT ?= 8100
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 export DEBUG ?= true
 
-.PHONY: run test install migrate demo clean bench
+.PHONY: run test lint-imports install migrate demo clean bench bench-quick
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -26,11 +27,18 @@ demo: migrate
 run: demo
 	$(PY) manage.py serve --port $(PORT) --upstream-port $(UPSTREAM_PORT)
 
-test: install
+# The layers first (import-linter, contracts in pyproject.toml): an upward import fails CI.
+lint-imports: install
+	$(VENV)/bin/lint-imports --no-cache
+
+test: lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(PY) bench/run.py --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3* var/ .pytest_cache

@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_delete, post_save
+from django.db.models.signals import post_delete, post_save, pre_save
 
 
 class ProvidersConfig(AppConfig):
@@ -7,8 +7,12 @@ class ProvidersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from providers import audit
         from providers.models import ProviderConfig
 
+        pre_save.connect(audit.remember_before, sender=ProviderConfig, dispatch_uid="providers-audit-before")
+        post_save.connect(audit.record_save, sender=ProviderConfig, dispatch_uid="providers-audit-saved")
+        post_delete.connect(audit.record_delete, sender=ProviderConfig, dispatch_uid="providers-audit-deleted")
         post_save.connect(announce_provider_change, sender=ProviderConfig, dispatch_uid="providers-saved")
         post_delete.connect(announce_provider_change, sender=ProviderConfig, dispatch_uid="providers-deleted")
 

@@ -33,6 +33,15 @@ class HealthSource(models.TextChoices):
     TRAFFIC = "traffic", "Traffic"
 
 
+class OperatorState(models.TextChoices):
+    """Set by an operator (SPEC §1), overriding derived health until cleared or expired."""
+
+    NONE = "", "None"
+    DRAINED = "drained", "Drained"  # no new traffic; in-flight work finishes
+    FORCED_UNHEALTHY = "forced_unhealthy", "Forced unhealthy"
+    FORCED_HEALTHY = "forced_healthy", "Forced healthy"
+
+
 class ProviderConfigQuerySet(models.QuerySet):
     def for_tenant(self, tenant: Tenant | int):
         return self.filter(tenant=tenant)
@@ -73,6 +82,13 @@ class ProviderConfig(models.Model):
     # Health worker lease: a worker claims a row by moving next_check_at forward.
     next_check_at = models.DateTimeField(default=timezone.now)
 
+    # Operator state (providers/operator.py): who set it, why, when, and until when.
+    operator_state = models.CharField(max_length=20, choices=OperatorState.choices, blank=True, default="")
+    operator_reason = models.CharField(max_length=500, blank=True, default="")
+    operator_by = models.CharField(max_length=200, blank=True, default="")
+    operator_at = models.DateTimeField(null=True, blank=True)
+    operator_until = models.DateTimeField(null=True, blank=True)
+
     objects = ProviderConfigQuerySet.as_manager()
 
     class Meta:
@@ -95,6 +111,16 @@ class ProviderConfig(models.Model):
     def api_key_set(self) -> bool:
         return bool(self.api_key_encrypted or self.secret_ref)
 
+    def operator_state_at(self, now) -> str:
+        """The operator state in force at `now`: "" when none is set or it has expired."""
+        if self.operator_state and (self.operator_until is None or self.operator_until > now):
+            return self.operator_state
+        return ""
+
+    @property
+    def active_operator_state(self) -> str:
+        return self.operator_state_at(timezone.now())
+
 
 class HealthResult(models.Model):
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
@@ -115,3 +141,49 @@ class HealthResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id} {self.status} @ {self.checked_at:%H:%M:%S}"
+
+
+class ModelRoute(models.Model):
+    """A model name clients may ask for (`fast`, `gpt-4o`, `support-bot`), served by its
+    targets only, each with its own upstream model (SPEC §1 "Model route")."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="model_routes")
+    name = models.CharField(max_length=128)
+    description = models.CharField(max_length=500, blank=True, default="")
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"],
+                name="model_route_unique_name",
+                violation_error_code="duplicate_route",
+                violation_error_message="A model route with this name already exists.",
+            ),
+            models.UniqueConstraint(fields=["tenant", "id"], name="model_route_tenant_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelRouteTarget(models.Model):
+    """One target of a route: a provider, the upstream model to send it, a weight."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
+    route = models.ForeignKey(ModelRoute, models.CASCADE, related_name="targets")
+    provider = models.ForeignKey(ProviderConfig, models.CASCADE, related_name="route_targets")
+    model = models.CharField(max_length=200)
+    weight = models.PositiveSmallIntegerField(default=50)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["route", "provider"], name="model_route_target_unique_provider"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.route_id}: {self.provider_id} {self.model} ({self.weight})"

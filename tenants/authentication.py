@@ -29,6 +29,12 @@ class TokenIdentity:
     plan: str
     scope: str
     name: str
+    prefix: str = ""
+
+    @property
+    def label(self) -> str:
+        """How the token is named in the audit log: its name and public prefix."""
+        return f"{self.name} ({self.prefix})"
 
     @property
     def is_authenticated(self) -> bool:  # lets DRF treat it as request.user
@@ -51,11 +57,15 @@ def lookup_token(raw: str) -> TokenIdentity | None:
     if hit and hit[0] > now:
         return hit[1]
     token = ApiToken.objects.active().select_related("tenant").filter(token_hash=digest).first()
-    identity = None
+    identity, ttl = None, CACHE_TTL_SECONDS
     if token is not None:
-        identity = TokenIdentity(token.pk, token.tenant_id, token.tenant.slug, token.tenant.plan, token.scope, token.name)
+        identity = TokenIdentity(
+            token.pk, token.tenant_id, token.tenant.slug, token.tenant.plan, token.scope, token.name, token.prefix
+        )
+        if token.expires_at is not None:  # cached no longer than the token lives
+            ttl = min(ttl, (token.expires_at - timezone.now()).total_seconds())
     with _lock:
-        _cache[digest] = (now + CACHE_TTL_SECONDS, identity)
+        _cache[digest] = (now + ttl, identity)
     return identity
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from tenants.models import Membership, Tenant
+from tenants.audit import acting_as
+from tenants.models import ActorKind, Membership, Tenant
 from tenants.rls import tenant_context
 
 SESSION_KEY = "active_tenant_id"
@@ -51,7 +52,9 @@ class ActiveTenantMiddleware:
         if request.path.startswith(UNSCOPED_PREFIXES) or not request.user.is_authenticated:
             return self.get_response(request)
         request.tenant, request.membership, request.memberships = resolve_active_tenant(request)
-        with tenant_context(request.tenant.pk if request.tenant else None):
+        with acting_as(ActorKind.USER, request.user.get_username()), tenant_context(
+            request.tenant.pk if request.tenant else None
+        ):
             return self.get_response(request)
 
 

@@ -79,7 +79,10 @@ def hash_token(raw: str) -> str:
 
 class ApiTokenQuerySet(models.QuerySet):
     def active(self):
-        return self.filter(revoked_at__isnull=True)
+        """Neither revoked nor expired."""
+        return self.filter(revoked_at__isnull=True).filter(
+            models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=timezone.now())
+        )
 
 
 class ApiToken(models.Model):
@@ -90,6 +93,7 @@ class ApiToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     created = models.DateTimeField(default=timezone.now)
     last_used = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     objects = ApiTokenQuerySet.as_manager()
@@ -104,14 +108,47 @@ class ApiToken(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @classmethod
-    def issue(cls, tenant: Tenant, name: str, scope: str = TokenScope.COMPLETIONS) -> tuple[ApiToken, str]:
+    def issue(
+        cls, tenant: Tenant, name: str, scope: str = TokenScope.COMPLETIONS, expires_at=None
+    ) -> tuple[ApiToken, str]:
         """Create a token and return it with the raw value, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
-            tenant=tenant, name=name, scope=scope, prefix=raw[:12], token_hash=hash_token(raw)
+            tenant=tenant, name=name, scope=scope, prefix=raw[:12], token_hash=hash_token(raw), expires_at=expires_at
         )
         return token, raw
 
     @property
     def is_active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class ActorKind(models.TextChoices):
+    USER = "user", "User"
+    TOKEN = "token", "API token"
+    COMMAND = "command", "Management command"
+    SYSTEM = "system", "System"
+
+
+class AuditEntry(models.Model):
+    """One change to configuration or access (SPEC §1 "Audit entry"). Written by
+    tenants/audit.py only; `before` and `after` hold the changed fields, never a key,
+    token or secret value."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
+    created = models.DateTimeField(default=timezone.now)
+    actor_kind = models.CharField(max_length=10, choices=ActorKind.choices)
+    actor = models.CharField(max_length=200)  # "alice", "ci-bot (axf_Ab12Cd34)", "load_demo"
+    object_type = models.CharField(max_length=40)  # provider, model_route, api_token, membership, budget, tenant
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    object_name = models.CharField(max_length=200, blank=True, default="")
+    action = models.CharField(max_length=40)  # create, update, delete, revoke, drain, force_unhealthy, …
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["tenant", "created", "id"], name="audit_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.object_type} {self.object_name}"

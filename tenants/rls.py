@@ -57,12 +57,29 @@ def set_tenant(tenant_id: int | None) -> None:
             cursor.execute("SELECT set_config(%s, %s, true)", [SETTING, str(tenant_id or "")])
 
 
+def current_tenant() -> int | None:
+    """The tenant set for the current transaction (PostgreSQL), or None."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting(%s, true)", [SETTING])
+        value = cursor.fetchone()[0]
+    return int(value) if value else None
+
+
 @contextlib.contextmanager
 def tenant_context(tenant_id: int | None) -> Iterator[None]:
-    """Run the block in one transaction whose queries see only this tenant's rows."""
+    """Run the block in one transaction whose queries see only this tenant's rows.
+
+    Nested inside another transaction (an audit entry written during a request, a
+    board render inside the console's request), the outer transaction's tenant is
+    restored afterwards: the setting is transaction-local, and a savepoint's release
+    would otherwise keep the inner tenant for the rest of the outer block."""
+    outer = is_postgres() and connection.in_atomic_block
+    previous = current_tenant() if outer else None
     with transaction.atomic():
         set_tenant(tenant_id)
         yield
+    if outer and previous != tenant_id:
+        set_tenant(previous)
 
 
 def migration_operations(tables: list[str], foreign_keys: list[tuple[str, str, str, str]]):

@@ -9,12 +9,16 @@ dicts ({provider, outcome, status_code, latency_ms, error}), as clients see them
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
+
+log = logging.getLogger("axonflow.usage")
 
 ZERO = Decimal("0")
 
@@ -41,6 +45,20 @@ class Entry:
     request_id: str = ""
     prompt: str | None = None
     created: datetime = field(default_factory=timezone.now)
+    endpoint: str = "chat"  # chat, embeddings, messages
+    model_requested: str = ""
+    # The routing trace: a dict, or a function returning one, which the writer thread
+    # calls, so building it costs the request path nothing.
+    trace: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+
+    def trace_dict(self) -> dict[str, Any]:
+        """The trace as stored; a trace that cannot be built never holds up the record."""
+        try:
+            trace = self.trace() if callable(self.trace) else self.trace
+        except Exception:
+            log.exception("routing trace of request %s could not be built", self.request_id)
+            return {"error": "trace unavailable"}
+        return trace or {}
 
 
 def prompt_text(system: str | None, messages) -> str:

@@ -42,12 +42,18 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=64, blank=True, default="")
     prompt = models.TextField(null=True, blank=True)  # only when the tenant opts in
     created = models.DateTimeField(default=timezone.now)
+    endpoint = models.CharField(max_length=20, default="chat")  # chat, embeddings, messages
+    model_requested = models.CharField(max_length=200, blank=True, default="")
+    # The routing trace (SPEC §2 rule 6): candidates, what excluded each, weights, the
+    # draw; built off the request path by the usage writer (routing/trace.py).
+    trace = models.JSONField(default=dict, blank=True)
 
     class Meta:
         db_table = "routing_usagerecord"
-        ordering = ["-created"]
+        ordering = ["-created", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "created"], name="usage_tenant_time"),
+            # Keyset pages of the request log: (created, id) descending within a tenant.
+            models.Index(fields=["tenant", "created", "id"], name="usage_tenant_time_id"),
             models.Index(fields=["tenant", "provider_name", "created"], name="usage_tenant_provider_time"),
         ]
 

@@ -90,7 +90,7 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Window
 COLUMNS = (
     "tenant_id", "token_id", "provider_id", "provider_name", "providers_tried", "attempts", "attempt_count",
     "status", "status_code", "error_code", "model", "stream", "latency_ms", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cost", "currency", "request_id", "prompt", "created",
+    "total_tokens", "cost", "currency", "request_id", "prompt", "created", "endpoint", "model_requested", "trace",
 )  # fmt: skip
 
 
@@ -142,7 +142,8 @@ def insert_records(tenant_id: int, entries: list[Entry], live: set[int], live_to
                 e.provider_id if e.provider_id in live else None, e.provider_name, as_json(tried),
                 as_json(e.attempts), len(e.attempts), e.status, e.status_code, e.error_code, e.model[:200],
                 e.stream, e.latency_ms, e.prompt_tokens, e.completion_tokens, e.prompt_tokens + e.completion_tokens,
-                as_cost(e.cost), "USD", e.request_id, e.prompt, as_time(e.created),
+                as_cost(e.cost), "USD", e.request_id, e.prompt, as_time(e.created), e.endpoint,
+                e.model_requested[:200], as_json(e.trace_dict()),
             )
         )  # fmt: skip
     with connection.cursor() as cursor:

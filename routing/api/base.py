@@ -8,6 +8,8 @@ from django.db import transaction
 from rest_framework.views import APIView
 
 from axonflow_site.errors import PayloadTooLarge
+from tenants import audit
+from tenants.models import ActorKind
 from tenants.rls import set_tenant
 
 
@@ -30,7 +32,7 @@ class TenantAPIView(APIView):
     tenant_id: int
 
     def dispatch(self, request, *args, **kwargs):
-        with transaction.atomic():
+        with transaction.atomic(), audit.acting_as(ActorKind.TOKEN, "API token"):
             return super().dispatch(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
@@ -38,3 +40,4 @@ class TenantAPIView(APIView):
         check_body_size(request)
         self.tenant_id = request.auth.tenant_id
         set_tenant(self.tenant_id)
+        audit.act_as(ActorKind.TOKEN, request.auth.label)  # dispatch's acting_as block restores it

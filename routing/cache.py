@@ -26,11 +26,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.utils import timezone
 
 if TYPE_CHECKING:
     from providers.adapters.base import Provider
@@ -52,6 +54,7 @@ class TenantSnapshot:
     store_prompts: bool
     configs: tuple[ProviderConfig, ...]  # every provider, enabled or not
     expires: float
+    loaded_at: datetime = field(default_factory=timezone.now)
     by_name: dict[str, ProviderConfig] = field(default_factory=dict)
     candidates: list | None = None  # routing.router.candidates_of fills it once
     _adapters: dict[int, Provider] = field(default_factory=dict)
@@ -103,8 +106,13 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
         configs = tuple(ProviderConfig.objects.filter(tenant_id=tenant_id).order_by("-priority", "name"))
     for config in configs:
         config.tenant = tenant  # adapters and pricing may look at the tenant; no extra query
+    now = timezone.now()
+    ttl = SNAPSHOT_TTL_SECONDS
+    for config in configs:  # an operator state that expires sooner ends the snapshot then
+        if config.operator_state_at(now) and config.operator_until is not None:
+            ttl = min(ttl, (config.operator_until - now).total_seconds())
     snap = TenantSnapshot(
-        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + SNAPSHOT_TTL_SECONDS
+        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + ttl, now
     )
     with _lock:
         if _generations.get(tenant_id, 0) == generation:

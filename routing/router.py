@@ -20,10 +20,11 @@ attempts were made and none succeeded.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -31,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
 from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
 from providers.pricing import actual_cost, estimate_prompt_tokens
+from routing import trace
 from routing.health import breaker
 from routing.ratelimit import Limiter, get_limiter
 from routing.route import Attempt, Caller, RouteResult, route_dict
-from routing.selection import Candidate, RoutingOptions, attempts
+from routing.selection import Candidate, Draw, RoutingOptions, attempts
 from usage.entry import Entry, prompt_text
 from usage.writer import writer as usage_writer
 
@@ -50,8 +52,17 @@ def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
     of this moment (the rest is built once per snapshot)."""
     base = snapshot.candidates
     if base is None:
+        # Operator states as of the snapshot's load: the snapshot expires when one of
+        # them does (routing/cache.py), so an expired drain never outlives it.
         base = snapshot.candidates = [
-            Candidate(id=c.pk, name=c.name, priority=c.priority, weight=c.weight, status=c.health_status)
+            Candidate(
+                id=c.pk,
+                name=c.name,
+                priority=c.priority,
+                weight=c.weight,
+                status=c.health_status,
+                operator_state=c.operator_state_at(snapshot.loaded_at),
+            )
             for c in snapshot.configs
             if c.enabled
         ]
@@ -91,6 +102,7 @@ def account(
     result: RouteResult | None = None,
     error: AxonFlowError | None = None,
     config: ProviderConfig | None = None,
+    trace: Callable[[], dict] | None = None,
 ) -> None:
     """The router's one exit to usage: queue the Entry for a request that was served
     (`result`) or failed (`error`; `config` names the provider when a stream broke
@@ -108,6 +120,8 @@ def account(
         latency_ms=latency_ms,
         request_id=caller.request_id,
         prompt=prompt_text(request.system, request.messages) if caller.store_prompts else None,
+        model_requested=request.model or "",
+        trace=trace,
     )
     if result is not None:
         usage = result.response.usage
@@ -132,14 +146,21 @@ class Attempts:
         self.options = options
         self.rng = rng
         self.limiter = limiter
-        self.candidates = candidates_of(snapshot)
+        self.candidates = self.initial = candidates_of(snapshot)
         self.attempts: list[Attempt] = []
         self.limited: dict[int, float] = {}
+        self.draw = Draw()
         self.started = time.perf_counter()
+
+    def trace(self) -> Callable[[], dict]:
+        """The routing trace, to be built off the request path (routing/trace.py)."""
+        return functools.partial(
+            trace.build, self.snapshot.configs, self.initial, self.options, self.draw, frozenset(self.limited)
+        )
 
     async def providers(self) -> AsyncIterator[ProviderConfig]:
         """Yield each provider to try, rate-limit token already taken."""
-        order = attempts(self.candidates, self.options, self.rng)
+        order = attempts(self.candidates, self.options, self.rng, self.draw)
         for candidate in order:
             config = self.snapshot.by_name[candidate.name]
             wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
@@ -219,10 +240,12 @@ async def complete(
         result = RouteResult(
             response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
         )
-        account(caller, request, loop.attempts, result.response_time_ms, stream=False, result=result)
+        account(
+            caller, request, loop.attempts, result.response_time_ms, stream=False, result=result, trace=loop.trace()
+        )
         return result
     error = loop.exhausted()
-    account(caller, request, loop.attempts, _ms(loop.started), stream=False, error=error)
+    account(caller, request, loop.attempts, _ms(loop.started), stream=False, error=error, trace=loop.trace())
     raise error
 
 
@@ -256,6 +279,7 @@ class RouteStream:
     request: CompletionRequest
     started: float
     snapshot: TenantSnapshot
+    trace: Callable[[], dict] | None = None
     model: str = ""
     text: list[str] = field(default_factory=list)
     finish_reason: str | None = None
@@ -271,7 +295,14 @@ class RouteStream:
 
     def _record_failure(self, error: AxonFlowError) -> None:
         account(
-            self.caller, self.request, self.attempts, _ms(self.started), stream=True, error=error, config=self.config
+            self.caller,
+            self.request,
+            self.attempts,
+            _ms(self.started),
+            stream=True,
+            error=error,
+            config=self.config,
+            trace=self.trace,
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -311,7 +342,9 @@ class RouteStream:
         response = CompletionResponse("".join(self.text), self.model or self.config.model, self.finish_reason, final)
         self.usage, self.cost = final, actual_cost(self.config, final, response.model)
         result = RouteResult(response, self.config, self.attempts, _ms(self.started), self.cost)
-        account(self.caller, self.request, self.attempts, result.response_time_ms, stream=True, result=result)
+        account(
+            self.caller, self.request, self.attempts, result.response_time_ms, stream=True, result=result, trace=self.trace
+        )
 
 
 async def _close(iterator: AsyncIterator[Chunk]) -> None:
@@ -363,8 +396,9 @@ async def open_stream(
             request,
             loop.started,
             snapshot,
+            loop.trace(),
             model=(first.model if first else "") or "",
         )
     error = loop.exhausted()
-    account(caller, request, loop.attempts, _ms(loop.started), stream=True, error=error)
+    account(caller, request, loop.attempts, _ms(loop.started), stream=True, error=error, trace=loop.trace())
     raise error

@@ -3,8 +3,10 @@ order of attempts out. No I/O, no clock; randomness comes from the caller's Rand
 
 Rules, in the order they apply:
 
-1. Eligible: enabled, not `unhealthy`, circuit closed, not over its rate limit.
-   `unknown` (never checked) counts as healthy; `degraded` keeps half its weight.
+1. Eligible: enabled, not drained or forced unhealthy by an operator, not over its
+   rate limit, and (unless an operator forced it healthy) not `unhealthy` with its
+   circuit closed. `unknown` (never checked) counts as healthy; `degraded` keeps half
+   its weight. Operator states override derived health (SPEC §2 rule 1).
 2. `preferred_provider`, when eligible, is first (whatever its weight).
 3. Otherwise the first attempt is drawn at random in proportion to weight among the
    eligible providers of the highest priority that has any positive weight. Request
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 HEALTHY, DEGRADED, UNHEALTHY, UNKNOWN = "healthy", "degraded", "unhealthy", "unknown"
+DRAINED, FORCED_UNHEALTHY, FORCED_HEALTHY = "drained", "forced_unhealthy", "forced_healthy"
 DEGRADED_FACTOR = 0.5
 
 
@@ -39,10 +42,30 @@ class Candidate:
     enabled: bool = True
     circuit_open: bool = False
     rate_limited: bool = False
+    operator_state: str = ""  # in force now ("" when none or expired)
+
+    @property
+    def exclusion(self) -> str | None:
+        """Why this provider cannot be tried (the routing trace shows it), or None."""
+        if not self.enabled:
+            return "disabled"
+        if self.operator_state == DRAINED:
+            return "drained"
+        if self.operator_state == FORCED_UNHEALTHY:
+            return "forced_unhealthy"
+        if self.rate_limited:
+            return "rate_limited"
+        if self.operator_state == FORCED_HEALTHY:
+            return None
+        if self.status == UNHEALTHY:
+            return "unhealthy"
+        if self.circuit_open:
+            return "circuit_open"
+        return None
 
     @property
     def eligible(self) -> bool:
-        return self.enabled and self.status != UNHEALTHY and not self.circuit_open and not self.rate_limited
+        return self.exclusion is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +78,27 @@ class RoutingOptions:
 def effective_weight(candidate: Candidate, options: RoutingOptions) -> float:
     """The candidate's weight for this request: override or default, halved if degraded."""
     weight = float(options.weights.get(candidate.name, candidate.weight))
-    if candidate.status == DEGRADED:
+    if candidate.status == DEGRADED and candidate.operator_state != FORCED_HEALTHY:
         weight *= DEGRADED_FACTOR
     return max(weight, 0.0)
 
 
-def weighted_draw(pool: Sequence[tuple[Candidate, float]], rng: random.Random) -> Candidate:
+@dataclass(slots=True)
+class Draw:
+    """How the first attempt was chosen, for the routing trace (filled by first_choice)."""
+
+    method: str = "none"  # preferred | weighted | standby | none
+    among: list[tuple[str, float]] = field(default_factory=list)  # (name, effective weight)
+    point: float | None = None  # where the draw landed in [0, total)
+    chosen: str | None = None
+
+
+def weighted_draw(pool: Sequence[tuple[Candidate, float]], rng: random.Random, draw: Draw | None = None) -> Candidate:
     """One candidate drawn with probability proportional to its (positive) weight."""
     total = sum(weight for _, weight in pool)
     point = rng.random() * total
+    if draw is not None:
+        draw.method, draw.among, draw.point = "weighted", [(c.name, w) for c, w in pool], point
     for candidate, weight in pool:
         point -= weight
         if point < 0:
@@ -77,29 +112,43 @@ def failover_order(pool: Iterable[tuple[Candidate, float]]) -> list[Candidate]:
 
 
 def first_choice(
-    pool: Sequence[tuple[Candidate, float]], options: RoutingOptions, rng: random.Random
+    pool: Sequence[tuple[Candidate, float]], options: RoutingOptions, rng: random.Random, draw: Draw | None = None
 ) -> Candidate | None:
-    """The first attempt: the preferred provider, else a weighted draw in the top priority."""
+    """The first attempt: the preferred provider, else a weighted draw in the top priority.
+    `draw`, when given, records how."""
+    chosen = _first_choice(pool, options, rng, draw)
+    if draw is not None:
+        draw.chosen = chosen.name if chosen is not None else None
+    return chosen
+
+
+def _first_choice(
+    pool: Sequence[tuple[Candidate, float]], options: RoutingOptions, rng: random.Random, draw: Draw | None
+) -> Candidate | None:
     if options.preferred_provider:
         for candidate, _ in pool:
             if candidate.name == options.preferred_provider:
+                if draw is not None:
+                    draw.method = "preferred"
                 return candidate
     weighted = [(c, w) for c, w in pool if w > 0]
     if not weighted:
         standbys = failover_order(pool)
+        if draw is not None:
+            draw.method = "standby" if standbys else "none"
         return standbys[0] if standbys else None
     top = max(c.priority for c, _ in weighted)
-    return weighted_draw([(c, w) for c, w in weighted if c.priority == top], rng)
+    return weighted_draw([(c, w) for c, w in weighted if c.priority == top], rng, draw)
 
 
 def attempts(
-    candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None
+    candidates: Iterable[Candidate], options: RoutingOptions, rng: random.Random | None = None, draw: Draw | None = None
 ) -> Iterator[Candidate]:
     """Yield the providers to try, in order (nothing when none is eligible). The failover
     order is computed only if the consumer asks for a second provider."""
     rng = rng or random.Random()
     pool = [(c, effective_weight(c, options)) for c in candidates if c.eligible]
-    first = first_choice(pool, options, rng)
+    first = first_choice(pool, options, rng, draw)
     if first is None:
         return
     yield first

@@ -174,3 +174,47 @@ def test_invariants_hold_for_random_configurations():
             assert first.priority == max(c.priority for c in weighted)
         keys = [(-c.priority, -(c.weight * (0.5 if c.status == "degraded" else 1)), c.name) for c in order[1:]]
         assert keys == sorted(keys)
+
+
+# --- operator states (SPEC §2 rule 1: they override derived health) -------------------------
+
+
+def test_a_drained_provider_is_never_tried():
+    pool = [cand(1, "a", operator_state="drained"), cand(2, "b")]
+    assert [c.name for c in attempt_order(pool, RoutingOptions(preferred_provider="a"))] == ["b"]
+
+
+def test_a_provider_forced_unhealthy_is_never_tried_even_when_healthy():
+    pool = [cand(1, "a", status="healthy", operator_state="forced_unhealthy"), cand(2, "b", status="degraded")]
+    assert [c.name for c in attempt_order(pool, RoutingOptions())] == ["b"]
+
+
+def test_a_provider_forced_healthy_is_tried_though_unhealthy_with_its_circuit_open():
+    pool = [cand(1, "a", status="unhealthy", circuit_open=True, operator_state="forced_healthy")]
+    assert [c.name for c in attempt_order(pool, RoutingOptions())] == ["a"]
+
+
+def test_forced_healthy_keeps_a_degraded_providers_full_weight():
+    pool = [cand(1, "a", weight=50, status="degraded", operator_state="forced_healthy"), cand(2, "b", weight=50)]
+    assert_shares_match(first_counts(pool), {"a": 50, "b": 50})
+
+
+def test_forced_healthy_does_not_override_disabled_or_a_rate_limit():
+    pool = [
+        cand(1, "off", enabled=False, operator_state="forced_healthy"),
+        cand(2, "busy", rate_limited=True, operator_state="forced_healthy"),
+    ]
+    assert attempt_order(pool, RoutingOptions()) == []
+
+
+def test_the_draw_records_how_the_first_attempt_was_chosen():
+    from routing.selection import Draw, attempts
+
+    pool = [cand(1, "a", weight=30), cand(2, "b", weight=10, status="degraded"), cand(3, "c", status="unhealthy")]
+    draw = Draw()
+    first = next(attempts(pool, RoutingOptions(), random.Random(3), draw))
+    assert (draw.method, draw.among, draw.chosen) == ("weighted", [("a", 30.0), ("b", 5.0)], first.name)
+    assert 0 <= draw.point < 35
+    draw = Draw()
+    next(attempts(pool, RoutingOptions(preferred_provider="b"), random.Random(3), draw))
+    assert (draw.method, draw.chosen) == ("preferred", "b")

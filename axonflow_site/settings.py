@@ -79,6 +79,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "tenants.middleware.tenant_context_processor",
+                "console.nav.console_context",
             ],
         },
     },

@@ -1,10 +1,10 @@
-from django.urls import path
+"""The console's URLs: each page module lists its own (console/views/<page>.py)."""
 
 from console.views import board, providers
 
 app_name = "console"
 
 urlpatterns = [
-    path("", providers.provider_list, name="home"),
-    path("status/", board.status_board, name="status"),
+    *providers.urlpatterns,
+    *board.urlpatterns,
 ]

@@ -25,11 +25,18 @@ def has_role(request: HttpRequest, role: str) -> bool:
     return current is not None and ROLE_RANK[current] >= ROLE_RANK[role]
 
 
-def require_role(role: str = Role.VIEWER):
-    """View decorator: a member of the active tenant with at least `role`.
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def require_role(role: str = Role.VIEWER, *, write: str | None = None):
+    """View decorator: a member of the active tenant with at least `role` to read, and
+    at least `write` (default: `role`) for a mutating method (POST, PUT, PATCH, DELETE).
 
     No active tenant gives 404 (a non-member learns nothing); too low a role gives 403.
+    The roles are kept on the view (`view.required_roles`), so the role matrix test can
+    read them from the URL resolver.
     """
+    write = write or role
 
     def decorator(view):
         @functools.wraps(view)
@@ -40,10 +47,11 @@ def require_role(role: str = Role.VIEWER):
                 return redirect_to_login(request.get_full_path())
             if getattr(request, "membership", None) is None:
                 raise Http404("No active tenant")
-            if not has_role(request, role):
+            if not has_role(request, write if request.method in UNSAFE_METHODS else role):
                 raise PermissionDenied
             return view(request, *args, **kwargs)
 
+        wrapper.required_roles = (role, write)
         return wrapper
 
     return decorator

@@ -1,4 +1,5 @@
-"""The console's URLs: each page module lists its own (console/views/<page>.py)."""
+"""The console's URLs: each page module lists its own (console/views/<page>.py).
+Page modules are added here with one line each."""
 
 from console.views import board, providers
 

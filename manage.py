@@ -9,7 +9,7 @@ def main() -> None:
 
     # Changes a command makes are audited as the command (the server's requests act
     # as their user or token instead).
-    from tenants.audit import set_default_actor
+    from tenants.actor import set_default_actor
 
     set_default_actor("command", sys.argv[1] if len(sys.argv) > 1 else "manage.py")
 

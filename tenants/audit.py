@@ -12,53 +12,16 @@ are audited alike without each remembering to.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import decimal
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Mapping
 from typing import Any
 
 from django.db.models.signals import post_delete, post_save, pre_save
 
-from tenants.models import ActorKind, ApiToken, AuditEntry, Membership
+from tenants.actor import act_as, acting_as, actor_label, current_actor, set_default_actor  # noqa: F401  (the API)
+from tenants.models import ApiToken, AuditEntry, Membership
 from tenants.rls import tenant_context
-
-Actor = tuple[str, str]  # (ActorKind, name)
-
-_actor: ContextVar[Actor | None] = ContextVar("axonflow_actor", default=None)
-_default: Actor = (ActorKind.SYSTEM, "system")
-
-
-def set_default_actor(kind: str, name: str) -> None:
-    """The actor of this process when no request is being served (manage.py sets it)."""
-    global _default
-    _default = (kind, name[:200])
-
-
-def current_actor() -> Actor:
-    return _actor.get() or _default
-
-
-@contextlib.contextmanager
-def acting_as(kind: str, name: str) -> Iterator[None]:
-    """Attribute the changes made inside the block to this actor."""
-    token = _actor.set((kind, name[:200]))
-    try:
-        yield
-    finally:
-        _actor.reset(token)
-
-
-def act_as(kind: str, name: str) -> None:
-    """Name the actor for the rest of the enclosing `acting_as` block (an API view
-    learns its token only once the block has begun)."""
-    _actor.set((kind, name[:200]))
-
-
-def actor_label() -> str:
-    """"alice", "ci-bot (axf_Ab12Cd34)": how the current actor is shown (operator_by)."""
-    return current_actor()[1]
 
 
 def jsonable(value: Any) -> Any:

@@ -9,7 +9,7 @@ nothing of ours.
 
 from django.dispatch import Signal
 
-# tenant_id, provider_id, deleted: a ProviderConfig was created, saved or deleted.
+# tenant_id, provider_id, created, deleted: a ProviderConfig was created, saved or deleted.
 provider_changed = Signal()
 # tenant_id, provider_id, status, source, changed: a provider's health was assessed
 # (by a probe or by traffic); `changed` says whether its status moved. Sent on the
@@ -18,6 +18,9 @@ status_changed = Signal()
 # tenant_id, provider_id, opened, detail, latency_ms: traffic opened (or a trial
 # request closed) a provider's circuit in this process.
 circuit_changed = Signal()
-# tenant_id, provider_id, action, actor, reason: an operator drained, forced or
-# released a provider (the console and the API send it from the next step on).
+# tenant_id, provider_id, action, actor, reason, until: an operator drained, forced or
+# released a provider (providers/operator.py, from the console and the API).
 operator_action = Signal()
+# tenant_id, provider_ids: a batch of usage records and metric buckets was written
+# (sent from the usage writer's thread; the board refreshes those providers' cards).
+usage_recorded = Signal()

@@ -1,17 +1,21 @@
 """The live status board's socket: `/ws/status/` (channels sample_project's shape).
 
-A member of the session's active tenant joins `tenant-<id>-status`, gets every card
-once, then each card that console/live.py publishes. Anyone else is refused at the
-handshake. Messages are the card fragments themselves; htmx's ws extension swaps
-them in by id.
+A member of the session's active tenant joins `tenant-<id>-status` (or
+`tenant-<id>-status-<window>` for `?window=1h|24h`), gets every card once, then each
+card that console/live.py publishes. Anyone else is refused at the handshake; a member
+removed from the tenant is disconnected at once (a per-user group). Messages are the
+card fragments themselves; htmx's ws extension swaps them in by id.
 """
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from console import live
+from usage.metrics import DEFAULT_WINDOW, WINDOWS
 
 
 @database_sync_to_async
@@ -30,26 +34,52 @@ def active_tenant_of(user, session) -> int | None:
     return tenant_ids[0] if tenant_ids else None
 
 
+def window_of(scope) -> str:
+    """The board's metrics window from `?window=` (5m, 1h, 24h); anything else is 5m."""
+    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+    window = (query.get("window") or [DEFAULT_WINDOW])[0]
+    return window if window in WINDOWS else DEFAULT_WINDOW
+
+
 class StatusBoardConsumer(AsyncWebsocketConsumer):
-    group: str | None = None
+    tenant_id: int | None = None
+    groups_joined: tuple[str, ...] = ()
 
     async def connect(self):
-        tenant_id = await active_tenant_of(self.scope.get("user"), self.scope.get("session"))
+        user = self.scope.get("user")
+        tenant_id = await active_tenant_of(user, self.scope.get("session"))
         if tenant_id is None:
             await self.close()  # before accept(): the handshake is refused (403)
             return
-        self.group = live.group_name(tenant_id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        window = window_of(self.scope)
+        self.tenant_id = tenant_id
+        self.groups_joined = (live.group_name(tenant_id, window), live.member_group(user.pk, tenant_id))
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        live.board_opened(tenant_id)
         await self.accept()
-        for html in await database_sync_to_async(live.snapshot)(tenant_id):
+        for html in await database_sync_to_async(live.snapshot)(tenant_id, window):
             await self.send(text_data=html)
 
     async def disconnect(self, code):
-        if self.group:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.leave()
+
+    async def leave(self) -> None:
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = ()
+        if self.tenant_id is not None:
+            live.board_closed(self.tenant_id)
+            self.tenant_id = None
 
     async def receive(self, text_data=None, bytes_data=None):
         """The board only listens; whatever the browser sends is ignored."""
 
     async def status_changed(self, event):
         await self.send(text_data=event["html"])
+
+    async def board_revoked(self, event):
+        """The user's membership of this tenant ended: leave the groups first, so not one
+        more frame is sent, then close (4403: the page says so and does not reconnect)."""
+        await self.leave()
+        await self.close(code=4403)

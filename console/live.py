@@ -1,102 +1,309 @@
-"""The live status board's publishing side: render a provider's card fragment once
-and send it to the tenant's channel group, where StatusBoardConsumer forwards it to
-every open board of that tenant (and no other).
+"""The live status board's publishing side: render a provider's card once per window
+and send it to the tenant's channel group for that window, where StatusBoardConsumer
+forwards it to every open board of that tenant (and no other).
 
 The fragment is `console/_provider_card.html`, the same one the page renders, with
-`id="provider-<pk>"`, so htmx's ws extension swaps it in place by id. Health code
-never calls this module: it sends `events.status_changed`, and `on_status_changed`
-(connected in ConsoleConfig.ready) queues the push.
+`id="provider-<pk>"`, so htmx's ws extension swaps it in place by id. Lower layers
+never call this module: they send events (axonflow_site/events.py) and the receivers
+at the bottom queue a publish.
+
+Publishing runs off the sender's path, on the health DB thread: it renders the cards
+(four queries per window, however many providers) and hands the group_send to the
+event loop the board's sockets run on (the in-memory channel layer's groups live
+there), or, with none in this process, to a throwaway loop (channels-redis reaches
+the other processes). Updates are coalesced per tenant; traffic updates at most once
+a second. With the in-memory layer and no board of the tenant open in this process,
+nothing is rendered at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
+from collections import defaultdict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.template.loader import render_to_string
+from django.utils import timezone
 
-from providers.models import ProviderConfig
+from providers.models import HealthResult, ProviderConfig
 from routing.health import db_thread
 from tenants.rls import tenant_context
-from usage.metrics import DEFAULT_WINDOW, WindowMetrics, window_metrics
+from usage.metrics import DEFAULT_WINDOW, WINDOWS, WindowMetrics, window_metrics, window_start
 
 log = logging.getLogger("axonflow.live")
 
 STATUS_EVENT = "status.changed"
+CLOSE_EVENT = "board.revoked"
 CARD_TEMPLATE = "console/_provider_card.html"
+TRAFFIC_PUBLISH_SECONDS = 1.0
+SPARK_WIDTH, SPARK_HEIGHT = 120, 28
 
 
-def group_name(tenant_id: int) -> str:
-    return f"tenant-{tenant_id}-status"
+def group_name(tenant_id: int, window: str = DEFAULT_WINDOW) -> str:
+    suffix = "" if window == DEFAULT_WINDOW else f"-{window}"
+    return f"tenant-{tenant_id}-status{suffix}"
 
 
-def render_card(config: ProviderConfig, metrics: WindowMetrics | None = None, window: str = DEFAULT_WINDOW) -> str:
-    return render_to_string(CARD_TEMPLATE, {"p": config, "m": metrics or WindowMetrics(), "window": window})
+def member_group(user_id: int, tenant_id: int) -> str:
+    """Every board a user has open on a tenant: closed when the membership ends."""
+    return f"board-user-{user_id}-tenant-{tenant_id}"
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def sparkline(points: list[float | None]) -> str:
+    """SVG polyline points for the latency series (gaps skipped), or ""."""
+    known = [p for p in points if p is not None]
+    if len(known) < 2:
+        return ""
+    top = max(known) or 1.0
+    step = SPARK_WIDTH / max(1, len(points) - 1)
+    return " ".join(
+        f"{i * step:.1f},{SPARK_HEIGHT - 2 - (p / top) * (SPARK_HEIGHT - 4):.1f}"
+        for i, p in enumerate(points)
+        if p is not None
+    )
+
+
+def rate(failed: int, total: int) -> float | None:
+    return failed / total if total else None
+
+
+def render_card(
+    config: ProviderConfig,
+    metrics: WindowMetrics | None = None,
+    window: str = DEFAULT_WINDOW,
+    probes: tuple[int, int] = (0, 0),
+    now=None,
+) -> str:
+    metrics = metrics or WindowMetrics()
+    context = {
+        "p": config,
+        "m": metrics,
+        "window": window,
+        "operator_state": config.operator_state_at(now or timezone.now()),
+        "probe_error_rate": rate(probes[1], probes[0]),
+        "probe_count": probes[0],
+        "traffic_error_rate": metrics.error_rate,
+        "spark": sparkline(metrics.latency_series),
+    }
+    return render_to_string(CARD_TEMPLATE, context)
+
+
+def cards(tenant_id: int, window: str = DEFAULT_WINDOW, provider_ids=None) -> dict[int, str]:
+    """{provider id: card html} in board order (all providers, or those named)."""
+    now = timezone.now()
+    with tenant_context(tenant_id):
+        configs = ProviderConfig.objects.filter(tenant_id=tenant_id)
+        if provider_ids is not None:
+            configs = configs.filter(pk__in=list(provider_ids))
+        configs = list(configs)
+        ids = [c.pk for c in configs]
+        metrics = window_metrics(tenant_id, window, ids, now) if ids else {}
+        probes = HealthResult.objects.probe_counts(tenant_id, window_start(window, now)) if ids else {}
+    return {c.pk: render_card(c, metrics.get(c.pk), window, probes.get(c.pk, (0, 0)), now) for c in configs}
+
+
+def snapshot(tenant_id: int, window: str = DEFAULT_WINDOW) -> list[str]:
+    """Every card of the tenant, in board order."""
+    return list(cards(tenant_id, window).values())
 
 
 def card_html(tenant_id: int, provider_id: int, window: str = DEFAULT_WINDOW) -> str | None:
     """The provider's card as it is now, or None if it no longer exists. Queries the DB."""
-    with tenant_context(tenant_id):
-        config = ProviderConfig.objects.filter(tenant_id=tenant_id, pk=provider_id).first()
-        if config is None:
-            return None
-        metrics = window_metrics(tenant_id, window, [provider_id]).get(provider_id)
-    return render_card(config, metrics, window)
+    return cards(tenant_id, window, [provider_id]).get(provider_id)
 
 
-def snapshot(tenant_id: int, window: str = DEFAULT_WINDOW) -> list[str]:
-    """Every card of the tenant, in board order (two queries)."""
-    with tenant_context(tenant_id):
-        configs = list(ProviderConfig.objects.filter(tenant_id=tenant_id))
-        metrics = window_metrics(tenant_id, window)
-    return [render_card(c, metrics.get(c.pk), window) for c in configs]
+def whole_board(cards_html: list[str]) -> str:
+    """Every card, replacing the board's content: how a new provider appears (an append
+    would duplicate a card that a board connecting at that moment already has)."""
+    return f'<section id="board" hx-swap-oob="innerHTML">{"".join(cards_html)}</section>'
 
 
-def _provider_id(provider: ProviderConfig | int) -> int:
-    return provider if isinstance(provider, int) else provider.pk
+def removed(provider_id: int) -> str:
+    return f'<article id="provider-{provider_id}" hx-swap-oob="delete"></article>'
 
 
-async def apublish_html(tenant_id: int, html: str) -> None:
+# --- where the boards are --------------------------------------------------------------------------
+
+_board_loop: asyncio.AbstractEventLoop | None = None
+_open_boards: dict[int, int] = defaultdict(int)  # tenant id -> sockets open in this process
+
+
+def board_opened(tenant_id: int) -> None:
+    """StatusBoardConsumer.connect: remember the loop the sockets run on."""
+    global _board_loop
+    _board_loop = asyncio.get_running_loop()
+    _open_boards[tenant_id] += 1
+
+
+def board_closed(tenant_id: int) -> None:
+    _open_boards[tenant_id] = max(0, _open_boards[tenant_id] - 1)
+
+
+def open_boards(tenant_id: int | None = None) -> int:
+    return sum(_open_boards.values()) if tenant_id is None else _open_boards[tenant_id]
+
+
+def anyone_listening(tenant_id: int) -> bool:
+    """False only when no board can receive: the in-memory layer does not leave this
+    process, and no board of the tenant is open in it."""
+    return bool(settings.REDIS_URL) or _open_boards[tenant_id] > 0
+
+
+# --- sending ---------------------------------------------------------------------------------------
+
+
+async def asend(group: str, message: dict) -> None:
     layer = get_channel_layer()
-    if layer is None:
-        return
-    await layer.group_send(group_name(tenant_id), {"type": STATUS_EVENT, "html": html})
+    if layer is not None:
+        await layer.group_send(group, message)
 
 
-async def apublish_status(tenant_id: int, provider: ProviderConfig | int) -> None:
-    """Async publishers: render on the health DB thread, send on this loop."""
-    html = await db_thread.run_in_writer(card_html, tenant_id, _provider_id(provider))
-    if html is not None:
-        await apublish_html(tenant_id, html)
-
-
-def publish_status(tenant_id: int, provider: ProviderConfig | int) -> None:
-    """Sync publishers (views, commands): render here and group_send through
-    async_to_sync. A broken channel layer is logged, never raised: the status itself
-    is already stored."""
-    html = card_html(tenant_id, _provider_id(provider))
-    if html is None:
-        return
+def send(group: str, message: dict) -> None:
+    """From a sync thread: on the boards' loop when it runs, else a throwaway loop.
+    A broken channel layer is logged, never raised: what the board shows is stored."""
+    loop = _board_loop
     try:
-        async_to_sync(apublish_html)(tenant_id, html)
+        if loop is not None and loop.is_running():
+            db_thread.track(asyncio.run_coroutine_threadsafe(asend(group, message), loop))
+        else:
+            async_to_sync(asend)(group, message)
     except Exception:
-        log.exception("could not publish the status of provider %s", _provider_id(provider))
+        log.exception("could not publish to %s", group)
+
+
+def publish_now(tenant_id: int, provider_ids: set[int], created: set[int], deleted: set[int]) -> None:
+    """Render the cards once per window and send them (sync; the health DB thread)."""
+    for window in WINDOWS:
+        group = group_name(tenant_id, window)
+        if created:
+            send(group, {"type": STATUS_EVENT, "html": whole_board(snapshot(tenant_id, window))})
+            continue
+        rendered = cards(tenant_id, window, provider_ids) if provider_ids else {}
+        for provider_id in provider_ids:
+            html = rendered.get(provider_id)
+            if html is None:
+                deleted.add(provider_id)  # gone meanwhile
+                continue
+            send(group, {"type": STATUS_EVENT, "html": html})
+        for provider_id in deleted:
+            send(group, {"type": STATUS_EVENT, "html": removed(provider_id)})
+
+
+# Coalescing: what is waiting to be published per tenant, and whether a publish is queued.
+_lock = threading.Lock()
+_dirty: dict[int, set[int]] = defaultdict(set)
+_created: dict[int, set[int]] = defaultdict(set)
+_deleted: dict[int, set[int]] = defaultdict(set)
+_queued: set[int] = set()
+_last_traffic: dict[int, float] = {}
+_timers: set[threading.Timer] = set()
+
+
+def schedule(tenant_id: int, provider_ids, *, created=(), deleted=(), traffic: bool = False) -> None:
+    """Queue a publish of these providers' cards; returns at once, from any thread.
+
+    Status and configuration changes go out at once; traffic updates at most once per
+    TRAFFIC_PUBLISH_SECONDS per tenant (the rest wait for the next)."""
+    if not anyone_listening(tenant_id):
+        return
+    with _lock:
+        _dirty[tenant_id].update(provider_ids)
+        _created[tenant_id].update(created)
+        _deleted[tenant_id].update(deleted)
+        if tenant_id in _queued:
+            return
+        _queued.add(tenant_id)
+    delay = 0.0
+    if traffic:
+        delay = max(0.0, _last_traffic.get(tenant_id, 0.0) + TRAFFIC_PUBLISH_SECONDS - time.monotonic())
+    if delay > 0:
+        timer = threading.Timer(delay, _submit_later, (tenant_id,))
+        timer.daemon = True
+        _timers.add(timer)
+        timer.start()
+    else:
+        db_thread.submit(_publish_queued, tenant_id)
+
+
+def _submit_later(tenant_id: int) -> None:
+    _timers.difference_update({t for t in _timers if not t.is_alive() or t is threading.current_thread()})
+    db_thread.submit(_publish_queued, tenant_id)
+
+
+def reset() -> None:
+    """Forget queued publishes and open-board counts (tests, between cases)."""
+    global _board_loop
+    for timer in list(_timers):
+        timer.cancel()
+    with _lock:
+        _timers.clear()
+        _dirty.clear(), _created.clear(), _deleted.clear(), _queued.clear()
+        _last_traffic.clear()
+        _open_boards.clear()
+    _board_loop = None
+
+
+def _publish_queued(tenant_id: int) -> None:
+    with _lock:
+        _queued.discard(tenant_id)
+        deleted = _deleted.pop(tenant_id, set())
+        ids = _dirty.pop(tenant_id, set()) - deleted
+        created = _created.pop(tenant_id, set())
+    _last_traffic[tenant_id] = time.monotonic()
+    publish_now(tenant_id, ids, created, deleted)
+
+
+def close_boards_of(user_id: int, tenant_id: int) -> None:
+    """Close every board `user_id` has open on the tenant (their membership ended)."""
+    send(member_group(user_id, tenant_id), {"type": CLOSE_EVENT})
+
+
+# --- receivers (connected in ConsoleConfig.ready) --------------------------------------------------
 
 
 def on_status_changed(sender, *, tenant_id: int, provider_id: int, **kwargs) -> None:
-    """Receiver of events.status_changed: push the provider's fresh card to the tenant's
-    boards, off the sender's path.
+    """events.status_changed: a probe or a circuit change; every probe refreshes the card."""
+    _after_commit(lambda: schedule(tenant_id, {provider_id}))
 
-    Sent on an event loop (the probe loop; a circuit change handed back to the router's
-    loop), the push runs on that loop, where the board's sockets and the in-memory
-    channel layer live. Sent from a sync thread (a view's "check now", a command), it
-    runs once the sender's transaction commits."""
+
+def on_provider_changed(sender, *, tenant_id: int, provider_id: int, created=False, deleted=False, **kwargs) -> None:
+    """events.provider_changed: an edit, an operator state, a new or deleted provider."""
+    _after_commit(
+        lambda: schedule(
+            tenant_id,
+            set() if deleted else {provider_id},
+            created={provider_id} if created else (),
+            deleted={provider_id} if deleted else (),
+        )
+    )
+
+
+def on_usage_recorded(sender, *, tenant_id: int, provider_ids, **kwargs) -> None:
+    """events.usage_recorded: the usage writer stored a batch; the metrics moved."""
+    schedule(tenant_id, provider_ids, traffic=True)
+
+
+def on_membership_deleted(sender, instance, **kwargs) -> None:
+    """A member removed from a tenant stops receiving that tenant's frames at once."""
+    user_id, tenant_id = instance.user_id, instance.tenant_id
+    _after_commit(lambda: close_boards_of(user_id, tenant_id))
+
+
+def _after_commit(action) -> None:
+    """Run `action` once the sender's transaction commits (at once outside one). On an
+    event loop there is no transaction of ours to wait for."""
     try:
-        loop = asyncio.get_running_loop()
+        asyncio.get_running_loop()
     except RuntimeError:
-        transaction.on_commit(lambda: publish_status(tenant_id, provider_id))
+        transaction.on_commit(action)
         return
-    db_thread.track(asyncio.run_coroutine_threadsafe(apublish_status(tenant_id, provider_id), loop))
+    action()

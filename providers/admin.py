@@ -1,6 +1,6 @@
 """Django admin for provider configs. The key field is write-only: the form never
 renders the stored value, only its last four characters, and every save goes through
-validate_provider_config. Rows visible are those of the admin's active tenant
+validate_provider_config, whose errors land next to their field (providers/forms.py). Rows visible are those of the admin's active tenant
 (row-level security), switched with the console's tenant switcher."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 
 from axonflow_site.errors import AxonFlowError
+from providers.forms import field_error
 from providers.models import HealthResult, ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 
@@ -42,7 +43,8 @@ class ProviderConfigForm(forms.ModelForm):
         try:
             self.validated = validate_provider_config(tenant, data, self.instance if self.instance.pk else None)
         except AxonFlowError as exc:
-            raise forms.ValidationError(exc.message, code=exc.code) from None
+            field, message = field_error(exc)  # next to its field, as in the console's form
+            self.add_error(field if field in self.fields else None, forms.ValidationError(message, code=exc.code))
         return cleaned
 
     def save(self, commit=True):

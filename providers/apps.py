@@ -26,5 +26,6 @@ def announce_provider_change(sender, instance, **kwargs) -> None:
         sender=None,
         tenant_id=instance.tenant_id,
         provider_id=instance.pk,
+        created=kwargs.get("created", False),
         deleted=kwargs.get("signal") is post_delete,
     )

@@ -2,14 +2,18 @@
 
 Hooked on the model's signals (providers/apps.py), so every write path is audited:
 the API, the console, the admin and commands. The key never appears: only whether one
-is set and whether it was replaced. Header values in `settings` (a custom provider's
-extra headers may carry credentials) are masked.
+is set and whether it was replaced (compared decrypted, so re-encrypting the same key,
+as `rotate_keys` does, or entering it again is no change). Header values in `settings`
+(a custom provider's extra headers may carry credentials) are masked; a changed value
+shows as replaced, so a header change is still recorded.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from axonflow_site.errors import InvalidConfig
+from providers import secrets
 from providers.models import OperatorState, ProviderConfig
 from tenants import audit
 
@@ -20,6 +24,7 @@ FIELDS = (
 )  # fmt: skip
 OPERATOR_FIELDS = {"operator_state", "operator_reason", "operator_until"}
 MASK = "••••"
+REPLACED = "•••• (replaced)"
 # Operator-state changes get their own action names, so the log reads "drain", not "update".
 OPERATOR_ACTIONS = {
     OperatorState.DRAINED: "drain",
@@ -29,42 +34,59 @@ OPERATOR_ACTIONS = {
 }
 
 
-def masked_settings(settings: Any) -> Any:
+def masked_settings(settings: Any, previous: Any = None) -> Any:
+    """`settings` with every header value masked; one that differs from `previous`
+    (the stored settings) shows as replaced."""
     if not isinstance(settings, dict):
         return settings
     masked = dict(settings)
     if isinstance(masked.get("headers"), dict):
-        masked["headers"] = {name: MASK for name in masked["headers"]}
+        old = previous.get("headers") if isinstance(previous, dict) else None
+        old = old if isinstance(old, dict) else {}
+        masked["headers"] = {
+            name: REPLACED if name in old and old[name] != value else MASK for name, value in masked["headers"].items()
+        }
     return masked
 
 
-def provider_fields(config: ProviderConfig) -> dict[str, Any]:
+def key_replaced(stored: str, current: str) -> bool:
+    """Whether the plain keys behind two encrypted values differ."""
+    if stored == current:
+        return False
+    try:
+        return secrets.decrypt(stored) != secrets.decrypt(current)
+    except InvalidConfig:  # a value no configured key opens: count it as replaced
+        return True
+
+
+def provider_fields(config: ProviderConfig, stored: ProviderConfig | None = None) -> dict[str, Any]:
+    """The audited fields of `config`; with the `stored` row, a replaced key or header
+    value is marked as such."""
     fields = {name: getattr(config, name) for name in FIELDS}
-    fields["settings"] = masked_settings(config.settings)
+    fields["settings"] = masked_settings(config.settings, stored.settings if stored else None)
     fields["api_key"] = "set" if config.api_key_encrypted else ""
+    if stored is not None and stored.api_key_encrypted and config.api_key_encrypted:
+        if key_replaced(stored.api_key_encrypted, config.api_key_encrypted):
+            fields["api_key"] = "replaced"
     return fields
 
 
 def remember_before(sender, instance: ProviderConfig, raw=False, **kwargs) -> None:
-    """pre_save: the stored row's fields and encrypted key, for the entry post_save writes."""
-    instance._audit_before = None
+    """pre_save: the stored row, for the entry post_save writes."""
+    instance._audit_stored = None
     if raw or instance.pk is None:
         return
-    stored = ProviderConfig.objects.filter(pk=instance.pk).first()
-    if stored is not None:
-        instance._audit_before = provider_fields(stored)
-        instance._audit_key_before = stored.api_key_encrypted
+    instance._audit_stored = ProviderConfig.objects.filter(pk=instance.pk).first()
 
 
 def record_save(sender, instance: ProviderConfig, created=False, raw=False, **kwargs) -> None:
     if raw:
         return
-    after = provider_fields(instance)
-    before = None if created else getattr(instance, "_audit_before", None)
+    stored = None if created else getattr(instance, "_audit_stored", None)
+    after = provider_fields(instance, stored)
+    before = provider_fields(stored) if stored is not None else None
     action = "create" if created else "update"
     if before is not None:
-        if instance.api_key_encrypted and instance.api_key_encrypted != getattr(instance, "_audit_key_before", ""):
-            before["api_key"], after["api_key"] = before["api_key"] or "", "replaced"
         changed = {k for k in after if before.get(k) != after[k]}
         if changed and changed <= OPERATOR_FIELDS:
             action = OPERATOR_ACTIONS.get(instance.operator_state, "update")
@@ -72,6 +94,8 @@ def record_save(sender, instance: ProviderConfig, created=False, raw=False, **kw
                  before=before, after=after)  # fmt: skip
 
 
-def record_delete(sender, instance: ProviderConfig, **kwargs) -> None:
+def record_delete(sender, instance: ProviderConfig, origin=None, **kwargs) -> None:
+    if audit.deleting_tenant(origin):
+        return
     audit.record(instance.tenant_id, "provider", "delete", object_id=instance.pk, object_name=instance.name,
                  before=provider_fields(instance))  # fmt: skip

@@ -122,6 +122,17 @@ class ProviderConfig(models.Model):
         return self.operator_state_at(timezone.now())
 
 
+class HealthResultQuerySet(models.QuerySet):
+    def probe_counts(self, tenant_id: int, since) -> dict[int, tuple[int, int]]:
+        """{provider id: (probes, failed probes)} since `since` (one query)."""
+        rows = (
+            self.filter(tenant_id=tenant_id, source=HealthSource.PROBE, checked_at__gte=since)
+            .values("provider_id")
+            .annotate(total=models.Count("pk"), failed=models.Count("pk", filter=models.Q(status=HealthStatus.UNHEALTHY)))
+        )
+        return {r["provider_id"]: (r["total"], r["failed"]) for r in rows}
+
+
 class HealthResult(models.Model):
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
     provider = models.ForeignKey(ProviderConfig, models.CASCADE, related_name="health_results")
@@ -131,6 +142,8 @@ class HealthResult(models.Model):
     error = models.TextField(blank=True, default="")
     checked_at = models.DateTimeField(default=timezone.now)
     source = models.CharField(max_length=20, choices=HealthSource.choices, default=HealthSource.PROBE)
+
+    objects = HealthResultQuerySet.as_manager()
 
     class Meta:
         ordering = ["-checked_at"]

@@ -176,6 +176,11 @@ def validate_provider_config(
         taken = taken.exclude(pk=instance.pk)
     if "name" in cleaned and taken.exists():
         raise DuplicateProvider(f"A provider named '{name}' already exists.", {"field": "name", "name": name})
+    # Rule 0 must stay unambiguous: provider and model route names share one namespace.
+    renamed = "name" in cleaned and (instance is None or name != instance.name)
+    if renamed and tenant.model_routes.filter(name=name).exists():
+        message = f"A model route named '{name}' already exists; routes and providers share one set of names."
+        raise DuplicateProvider(message, {"field": "name", "name": name})
     return cleaned
 
 

@@ -35,8 +35,9 @@ def _fixed_encryption_keys(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
+    from console import live
     from routing import cache, ratelimit
-    from routing.health import breaker
+    from routing.health import breaker, db_thread
     from tenants.authentication import forget_tokens
     from usage.writer import writer as usage_writer
 
@@ -49,6 +50,8 @@ def _fresh_caches():
     usage_writer.discard()
     ratelimit.set_limiter(ratelimit.LocalLimiter())
     yield
+    live.reset()
+    db_thread.flush()  # no publish or health write of this test runs into the next one
     forget_tokens()
     cache.invalidate_all()
     breaker.reset()

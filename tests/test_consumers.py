@@ -14,6 +14,7 @@ from django.db import connections
 
 from axonflow_site.asgi import application
 from routing.health import breaker, db_thread, probes, status
+from tenants.rls import tenant_context
 from tests.conftest import requires_redis
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,6 +38,7 @@ def cookie_of(client) -> tuple[bytes, bytes]:
 
 
 async def open_board(*headers) -> tuple[WebsocketCommunicator, bool]:
+    await db_thread.aflush()  # publishes queued by the fixtures' saves go out before this board joins
     board = WebsocketCommunicator(application, "/ws/status/", headers=list(headers))
     connected, _ = await board.connect(timeout=5)
     return board, connected
@@ -164,3 +166,112 @@ async def test_another_sites_page_cannot_open_the_board(boards):
     board, connected = await open_board((b"origin", b"http://evil.example"), alice_cookie)
     assert not connected
     await board.disconnect()
+
+
+# --- what else reaches the board: edits, operator states, traffic, membership --------------
+
+
+async def test_a_board_opened_for_a_window_shows_that_window(boards):
+    made, alice_cookie, _ = boards
+    await db_thread.aflush()
+    board = WebsocketCommunicator(application, "/ws/status/?window=1h", headers=[ORIGIN, alice_cookie])
+    connected, _ = await board.connect(timeout=5)
+    try:
+        assert connected
+        cards = await snapshot(board, 2)
+        assert all("Requests (1h)" in card for card in cards)
+    finally:
+        await board.disconnect()
+
+
+async def test_edits_new_and_deleted_providers_reach_the_board(boards, acme, make_provider):
+    from providers.models import ProviderConfig
+
+    made, alice_cookie, _ = boards
+    alice, connected = await open_board(ORIGIN, alice_cookie)
+    try:
+        assert connected
+        await snapshot(alice, 2)
+
+        def drain_a():
+            with tenant_context(acme.pk):
+                config = ProviderConfig.objects.get(pk=made["a"].pk)
+                config.operator_state, config.operator_reason, config.operator_by = "drained", "maintenance", "alice"
+                config.save()
+
+        await in_thread(drain_a)
+        card = await alice.receive_from(timeout=5)
+        assert f'id="provider-{made["a"].pk}"' in card and 'data-operator-state="drained"' in card
+        assert "maintenance" in card and "alice" in card
+
+        await db_thread.aflush()
+        new = await in_thread(lambda: make_provider(acme, name="c"))
+        board = await alice.receive_from(timeout=5)
+        assert board.startswith('<section id="board" hx-swap-oob="innerHTML">')
+        assert [f'id="provider-{made[n].pk}"' in board for n in "ab"] == [True, True] and f'id="provider-{new.pk}"' in board
+
+        def delete_b():
+            with tenant_context(acme.pk):
+                ProviderConfig.objects.filter(pk=made["b"].pk).delete()
+
+        await db_thread.aflush()  # the other windows' renders (SQLite's test DB locks whole tables)
+        await in_thread(delete_b)
+        assert await alice.receive_from(timeout=5) == f'<article id="provider-{made["b"].pk}" hx-swap-oob="delete"></article>'
+    finally:
+        await alice.disconnect()
+
+
+async def test_recorded_traffic_updates_the_card(boards, acme):
+    from usage.entry import Entry
+    from usage.writer import writer
+
+    made, alice_cookie, _ = boards
+    alice, connected = await open_board(ORIGIN, alice_cookie)
+    try:
+        assert connected
+        await snapshot(alice, 2)
+        attempt = {"provider": "a", "outcome": "success", "status_code": 200, "latency_ms": 12.0, "error": ""}
+        failed = {**attempt, "outcome": "http_500", "status_code": 500}
+        for item in (attempt, attempt, failed):
+            writer.add(Entry(acme.pk, None, made["a"].pk, "a", [item], [made["a"].pk], "success", 200))
+        await in_thread(writer.flush)
+        card = await alice.receive_from(timeout=5)
+        assert f'id="provider-{made["a"].pk}"' in card
+        assert '<dd class="requests">3</dd>' in card and '<dd class="traffic-error-rate">33%</dd>' in card
+    finally:
+        await alice.disconnect()
+
+
+async def test_a_member_removed_from_the_tenant_stops_receiving_at_once(boards, acme, bob):
+    from tenants.models import Membership
+
+    made, _, _ = boards
+    bob_client = await in_thread(_login, bob)
+    board, connected = await open_board(ORIGIN, cookie_of(bob_client))
+    try:
+        assert connected
+        await snapshot(board, 2)
+        await db_thread.aflush()
+        await in_thread(lambda: Membership.objects.filter(user=bob, tenant=acme).delete())
+        closed = await board.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 4403}
+        upstream_change = await in_thread(lambda: _touch(made["a"], acme))
+        assert upstream_change
+        assert await board.receive_nothing(timeout=0.5)
+    finally:
+        await board.disconnect()
+
+
+def _login(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _touch(config, tenant) -> bool:
+    from providers.models import ProviderConfig
+
+    with tenant_context(tenant.pk):
+        return bool(ProviderConfig.objects.get(pk=config.pk).save() or True)

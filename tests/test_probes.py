@@ -116,7 +116,7 @@ def test_a_status_change_invalidates_the_routing_caches_after_commit(
 ):
     calls = []
     monkeypatch.setattr(signals, "broadcast_invalidation", calls.append)  # the routing cache's receiver
-    monkeypatch.setattr(live, "publish_status", lambda *a: None)  # the board's receiver
+    monkeypatch.setattr(live, "schedule", lambda *a, **kw: None)  # the board's receiver
     with django_capture_on_commit_callbacks(execute=True):
         check(OK)
     assert calls == [acme.pk]  # unknown -> healthy

@@ -11,7 +11,7 @@ def test_the_board_shows_a_card_per_provider_of_the_active_tenant(alice_client, 
     page = r.content.decode()
     assert f'id="provider-{mine.pk}"' in page and "acme-openai" in page
     assert "globex-secret" not in page
-    assert 'ws-connect="/ws/status/"' in page and "hx-ws" in page
+    assert 'ws-connect="/ws/status/?window=5m"' in page and "hx-ws" in page
 
 
 def test_the_board_needs_a_login(client, db):

@@ -20,6 +20,7 @@ BUCKET_COUNT = len(LATENCY_BOUNDS_MS) + 1
 
 WINDOWS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "24h": timedelta(hours=24)}
 DEFAULT_WINDOW = "5m"
+SERIES_POINTS = 30  # latency points per window, for the board's sparkline
 
 
 def bucket_index(latency_ms: float) -> int:
@@ -61,6 +62,13 @@ class WindowMetrics:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal = Decimal("0")
+    # Average latency per slot of the window, oldest first (None: no traffic then).
+    series_sums: list[float] = field(default_factory=list)
+    series_counts: list[int] = field(default_factory=list)
+
+    @property
+    def latency_series(self) -> list[float | None]:
+        return [s / c if c else None for s, c in zip(self.series_sums, self.series_counts, strict=True)]
 
     def add(self, bucket) -> None:
         self.request_count += bucket.request_count
@@ -118,8 +126,12 @@ def window_metrics(
 
     Must run inside tenants.rls.tenant_context(tenant_id). One query; providers without
     buckets are absent (callers default to an empty WindowMetrics)."""
-    rows = MetricBucket.objects.filter(tenant_id=tenant_id, minute__gte=window_start(window, now)).only(
+    start = window_start(window, now)
+    minutes = int(WINDOWS[window].total_seconds() // 60)
+    points = min(SERIES_POINTS, minutes)
+    rows = MetricBucket.objects.filter(tenant_id=tenant_id, minute__gte=start).only(
         "provider_id",
+        "minute",
         "request_count",
         "error_count",
         "latency_sum_ms",
@@ -132,5 +144,11 @@ def window_metrics(
         rows = rows.filter(provider_id__in=list(provider_ids))
     result: dict[int, WindowMetrics] = {}
     for bucket in rows.iterator(chunk_size=2000):
-        result.setdefault(bucket.provider_id, WindowMetrics()).add(bucket)
+        metrics = result.get(bucket.provider_id)
+        if metrics is None:
+            metrics = result[bucket.provider_id] = WindowMetrics(series_sums=[0.0] * points, series_counts=[0] * points)
+        metrics.add(bucket)
+        slot = min(points - 1, max(0, int((bucket.minute - start).total_seconds() // 60) * points // minutes))
+        metrics.series_sums[slot] += bucket.latency_sum_ms
+        metrics.series_counts[slot] += bucket.request_count
     return result

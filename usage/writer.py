@@ -27,6 +27,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import OperationalError, close_old_connections
 
+from axonflow_site import events
 from usage import store
 from usage.entry import Entry
 
@@ -46,6 +47,15 @@ def _write_retrying(tenant_id: int, entries: list[Entry], attempts: int = 5) -> 
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.02 * (attempt + 1))
+
+
+def announce(tenant_id: int, entries: list[Entry]) -> None:
+    """Tell the layers above which providers' metrics moved (the board); never raises."""
+    provider_ids = {i for e in entries for i in e.attempt_ids if i is not None}
+    try:
+        events.usage_recorded.send(sender=None, tenant_id=tenant_id, provider_ids=provider_ids)
+    except Exception:
+        log.exception("a usage_recorded receiver failed")
 
 
 class UsageWriter:
@@ -100,6 +110,7 @@ class UsageWriter:
                 try:
                     _write_retrying(tenant_id, entries)
                     written += len(entries)
+                    announce(tenant_id, entries)
                 except Exception:
                     log.exception(
                         "usage write failed for tenant %s; %d records kept for retry", tenant_id, len(entries)

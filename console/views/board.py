@@ -8,12 +8,16 @@ from django.urls import path
 
 from console import live
 from tenants.access import require_role
+from usage.metrics import DEFAULT_WINDOW, WINDOWS
 
 
 @require_role()
 def status_board(request: HttpRequest) -> HttpResponse:
-    """Every card now; the page's socket swaps in each change."""
-    return render(request, "console/board.html", {"cards": live.snapshot(request.tenant.pk)})
+    """Every card now, over the chosen window; the page's socket swaps in each change."""
+    window = request.GET.get("window", DEFAULT_WINDOW)
+    window = window if window in WINDOWS else DEFAULT_WINDOW
+    cards = live.snapshot(request.tenant.pk, window)
+    return render(request, "console/board.html", {"cards": cards, "window": window, "windows": list(WINDOWS)})
 
 
 urlpatterns = [

@@ -24,6 +24,7 @@ class ProviderSerializer(serializers.ModelSerializer):
             "name", "type", "base_url", "model", "region", "enabled", "priority", "weight", "rate_limit",
             "timeout_seconds", "settings", "cost_input_per_1k", "cost_output_per_1k", "secret_ref",
             "api_key_set", "api_key_last4", "health_status", "health_source", "last_checked_at",
+            "operator_state", "operator_reason", "operator_by", "operator_at", "operator_until",
             "created", "updated",
         ]  # fmt: skip
         read_only_fields = fields

@@ -1,9 +1,11 @@
-"""`GET /api/v1/usage/`: the tenant's usage records, filtered and paginated, with totals
-over everything the filters match (admin-scope tokens). The filters and totals are
+"""`GET /api/v1/usage/`: the tenant's usage records, filtered, in keyset pages, with
+totals over everything the filters match; `GET /api/v1/usage/{id}/`: one record with
+its routing trace (admin-scope tokens). The filters, pages and totals are
 usage/queries.py's, shared with the console's request log."""
 
 from __future__ import annotations
 
+from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -12,7 +14,7 @@ from rest_framework.response import Response
 from routing.api.base import TenantAPIView
 from routing.api.serializers import AttemptSerializer
 from usage.models import UsageRecord, UsageStatus
-from usage.queries import DEFAULT_LIMIT, filter_records, totals_of
+from usage.queries import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, filter_records, page, totals_of
 
 
 class UsageRecordSerializer(serializers.ModelSerializer):
@@ -24,14 +26,24 @@ class UsageRecordSerializer(serializers.ModelSerializer):
     class Meta:
         model = UsageRecord
         fields = [
-            "id", "created", "provider", "providers_tried", "attempts", "attempt_count", "status", "status_code",
-            "error_code", "model", "stream", "latency_ms", "prompt_tokens", "completion_tokens", "total_tokens",
-            "cost", "currency", "token", "request_id", "prompt",
+            "id", "created", "endpoint", "provider", "providers_tried", "attempts", "attempt_count", "status",
+            "status_code", "error_code", "model_requested", "model", "stream", "latency_ms", "prompt_tokens",
+            "completion_tokens", "total_tokens", "cost", "currency", "token", "request_id", "prompt",
         ]  # fmt: skip
 
     def get_token(self, record: UsageRecord) -> dict | None:
         token = record.token
         return None if token is None else {"id": token.pk, "name": token.name, "prefix": token.prefix}
+
+
+class UsageDetailSerializer(UsageRecordSerializer):
+    trace = serializers.JSONField(
+        help_text="The routing trace: pool, options, candidates (priority, weight, weight_used, status, "
+        "operator_state, excluded, why) and the draw (method, among, total, point, chosen); {} when none was kept."
+    )
+
+    class Meta(UsageRecordSerializer.Meta):
+        fields = [*UsageRecordSerializer.Meta.fields, "trace"]
 
 
 class TotalsSerializer(serializers.Serializer):
@@ -45,16 +57,18 @@ class TotalsSerializer(serializers.Serializer):
 
 
 class UsagePageSerializer(serializers.Serializer):
-    count = serializers.IntegerField()
-    next = serializers.URLField(allow_null=True)
-    previous = serializers.URLField(allow_null=True)
+    count = serializers.IntegerField(help_text="Records matching the filters, on every page.")
+    next = serializers.URLField(allow_null=True, help_text="Older records: this query with `cursor=`.")
+    previous = serializers.URLField(allow_null=True, help_text="Newer records.")
     totals = TotalsSerializer()
     results = UsageRecordSerializer(many=True)
 
 
-def page_link(request, limit: int, offset: int) -> str:
+def page_link(request, cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
     query = request.GET.copy()
-    query["limit"], query["offset"] = str(limit), str(offset)
+    query["cursor"] = cursor
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
@@ -62,27 +76,40 @@ class UsageView(TenantAPIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("provider", str),
+            OpenApiParameter("model", str, description="the model asked for or the one that served"),
             OpenApiParameter("status", str, enum=UsageStatus.values),
-            OpenApiParameter("since", OpenApiTypes.DATETIME),
-            OpenApiParameter("until", OpenApiTypes.DATETIME),
+            OpenApiParameter("since", OpenApiTypes.DATETIME, description="inclusive; no offset means UTC"),
+            OpenApiParameter("until", OpenApiTypes.DATETIME, description="exclusive"),
             OpenApiParameter("token", str, description="token id or prefix"),
-            OpenApiParameter("limit", int, default=DEFAULT_LIMIT),
-            OpenApiParameter("offset", int, default=0),
+            OpenApiParameter("request_id", str, description="the X-Request-Id the gateway answered with"),
+            OpenApiParameter("limit", int, default=DEFAULT_LIMIT, description=f"1-{MAX_LIMIT}"),
+            OpenApiParameter("cursor", str, description="opaque: follow `next` / `previous`"),
         ],
         responses=UsagePageSerializer,
         operation_id="usage_list",
     )
     def get(self, request):
-        records, limit, offset = filter_records(self.tenant_id, request.query_params)
+        records, limit, cursor = filter_records(self.tenant_id, request.query_params)
         totals = totals_of(records)
-        page = records.select_related("token").order_by("-created", "-pk")[offset : offset + limit]
-        count = totals["requests"]
+        rows, older, newer = page(records.select_related("token"), cursor, limit)
         return Response(
             {
-                "count": count,
-                "next": page_link(request, limit, offset + limit) if offset + limit < count else None,
-                "previous": page_link(request, limit, max(0, offset - limit)) if offset > 0 else None,
+                "count": totals["requests"],
+                "next": page_link(request, older),
+                "previous": page_link(request, newer),
                 "totals": totals,
-                "results": UsageRecordSerializer(page, many=True).data,
+                "results": UsageRecordSerializer(rows, many=True).data,
             }
         )
+
+
+class UsageDetailView(TenantAPIView):
+    @extend_schema(responses=UsageDetailSerializer, operation_id="usage_retrieve")
+    def get(self, request, record_id: str):
+        # A str in the URL, checked here: garbage and ids past bigint are a 404 too, not a 500.
+        if not (record_id.isascii() and record_id.isdecimal() and len(record_id) <= 19 and int(record_id) <= MAX_ID):
+            raise Http404("No such usage record.")
+        record = UsageRecord.objects.select_related("token").filter(tenant_id=self.tenant_id, pk=record_id).first()
+        if record is None:
+            raise Http404("No such usage record.")
+        return Response(UsageDetailSerializer(record).data)

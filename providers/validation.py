@@ -43,7 +43,7 @@ def _fail(field: str, message: str) -> ValidationFailed:
 def _int(field: str, value: Any) -> int:
     low, high = INT_RANGES[field]
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and re.fullmatch(r"-?\d{1,9}", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
             value = int(value)
         else:
             raise _fail(field, "must be an integer")

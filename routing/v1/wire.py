@@ -157,6 +157,8 @@ def parse_body(raw: bytes) -> dict:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("The request body is not valid JSON.", {"param": None}) from None
+    except RecursionError:
+        raise ValidationFailed("The request body is nested too deeply.", {"param": None}) from None
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object.", {"param": None})
     return data

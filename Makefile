@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 export DEBUG ?= true
 
-.PHONY: run test lint-imports install migrate demo clean bench bench-quick
+.PHONY: run test lint-imports install migrate demo clean bench bench-quick screenshots
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: install
 
 bench-quick: install
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
+
+# PNGs of the console (login, providers, edit form, board, request log and a trace,
+# tokens, routes, audit) into docs/screenshots/, from the demo in headless Chromium.
+screenshots: install
+	$(PY) bench/screenshots.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3* var/ .pytest_cache

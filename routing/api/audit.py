@@ -13,7 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, cursor_link
 from routing.api.serializers import ErrorSerializer
 from tenants import audit
 from tenants.models import ActorKind, AuditEntry
@@ -31,14 +31,6 @@ class AuditEntrySerializer(serializers.ModelSerializer):
 class AuditPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True, help_text="the next (older) page, or null on the last")
     results = AuditEntrySerializer(many=True)
-
-
-def next_link(request, cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    query = request.GET.copy()
-    query["cursor"] = cursor
-    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 class AuditView(TenantAPIView):
@@ -61,4 +53,4 @@ class AuditView(TenantAPIView):
     def get(self, request):
         query = audit.parse_query(request.query_params)
         entries, cursor = audit.entries_page(self.tenant_id, query)
-        return Response({"next": next_link(request, cursor), "results": AuditEntrySerializer(entries, many=True).data})
+        return Response({"next": cursor_link(request, cursor), "results": AuditEntrySerializer(entries, many=True).data})

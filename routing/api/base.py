@@ -7,10 +7,32 @@ from django.conf import settings
 from django.db import transaction
 from rest_framework.views import APIView
 
-from axonflow_site.errors import PayloadTooLarge
+from axonflow_site.errors import PayloadTooLarge, ValidationFailed
 from tenants import audit
 from tenants.models import ActorKind
 from tenants.rls import set_tenant
+
+
+def json_object(request, fields: set[str] | None = None) -> dict:
+    """The request's JSON body as a dict; ValidationFailed when it is anything else or
+    names a field outside `fields` (a typo must never be silently dropped). A body too
+    deeply nested to parse is refused by routing/api/parsers.py."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise ValidationFailed("Expected a JSON object.")
+    unknown = sorted(set(data) - fields) if fields is not None else []
+    if unknown:
+        raise ValidationFailed(f"Unknown field(s): {', '.join(unknown)}.", {"field": unknown[0], "fields": unknown})
+    return dict(data)
+
+
+def cursor_link(request, cursor: str | None) -> str | None:
+    """This request's URL with `cursor=` set: the link to another keyset page."""
+    if cursor is None:
+        return None
+    query = request.GET.copy()
+    query["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 def check_body_size(request) -> None:

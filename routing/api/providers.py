@@ -6,10 +6,10 @@ from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
-from axonflow_site.errors import DuplicateProvider, ProviderNotFound, ValidationFailed
+from axonflow_site.errors import DuplicateProvider, ProviderNotFound
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ProviderSerializer, ProviderWriteSerializer
 from tenants.models import Tenant
 
@@ -18,12 +18,6 @@ PUT_DEFAULTS = {
     "base_url": "", "region": "", "enabled": True, "priority": 0, "weight": 50, "rate_limit": 0,
     "timeout_seconds": 30, "settings": {}, "cost_input_per_1k": None, "cost_output_per_1k": None,
 }  # fmt: skip
-
-
-def _body(request) -> dict:
-    if not isinstance(request.data, dict):
-        raise ValidationFailed("Expected a JSON object.")
-    return dict(request.data)
 
 
 def _save(tenant: Tenant, data: dict, instance: ProviderConfig | None = None) -> ProviderConfig:
@@ -46,7 +40,7 @@ class ProviderListView(TenantAPIView):
     @extend_schema(request=ProviderWriteSerializer, responses={201: ProviderSerializer})
     def post(self, request):
         tenant = Tenant.objects.get(pk=self.tenant_id)
-        config = _save(tenant, _body(request))
+        config = _save(tenant, json_object(request))
         return Response(ProviderSerializer(config).data, status=201)
 
 
@@ -64,12 +58,12 @@ class ProviderDetailView(TenantAPIView):
     @extend_schema(request=ProviderWriteSerializer, responses=ProviderSerializer)
     def patch(self, request, name: str):
         config = self.get_config(name)
-        return Response(ProviderSerializer(_save(config.tenant, _body(request), config)).data)
+        return Response(ProviderSerializer(_save(config.tenant, json_object(request), config)).data)
 
     @extend_schema(request=ProviderWriteSerializer, responses=ProviderSerializer)
     def put(self, request, name: str):
         config = self.get_config(name)
-        data = {**PUT_DEFAULTS, **_body(request)}
+        data = {**PUT_DEFAULTS, **json_object(request)}
         return Response(ProviderSerializer(_save(config.tenant, data, config)).data)
 
     @extend_schema(responses={204: None})

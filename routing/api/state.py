@@ -8,10 +8,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from axonflow_site.errors import ProviderNotFound, ValidationFailed
+from axonflow_site.errors import ProviderNotFound
 from providers.models import ProviderConfig
 from providers.operator import STATES, clear_operator_state, set_operator_state
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ErrorSerializer
 
 BODY_FIELDS = {"state", "reason", "until"}
@@ -56,15 +56,7 @@ class ProviderStateView(TenantAPIView):
         """Drain, force unhealthy or force healthy the provider, with a reason and an
         optional expiry. The router obeys it at once, in every process."""
         config = self.get_config(name)
-        try:
-            body = request.data
-        except RecursionError:  # DRF's JSONParser lets it through as a 500
-            raise ValidationFailed("The JSON body is nested too deeply.") from None
-        if not isinstance(body, dict):
-            raise ValidationFailed("Expected a JSON object.")
-        unknown = sorted(set(body) - BODY_FIELDS)
-        if unknown:
-            raise ValidationFailed(f"Unknown field(s): {', '.join(unknown)}", {"fields": unknown})
+        body = json_object(request, BODY_FIELDS)
         set_operator_state(config, body.get("state"), body.get("reason"), body.get("until"))
         return Response(OperatorStateSerializer(config).data)
 

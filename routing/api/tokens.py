@@ -14,7 +14,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from axonflow_site.errors import ValidationFailed
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ErrorSerializer
 from tenants.models import ApiToken, Tenant, TokenScope
 from tenants.tokens import create_token, revoke_token
@@ -60,15 +60,7 @@ class TokenCreatedSerializer(serializers.Serializer):
 def parse_body(request) -> dict:
     """name, scope (default completions) and expires_at from the JSON body; anything
     else is refused. The values themselves are checked by tenants.tokens.create_token."""
-    try:
-        data = request.data
-    except RecursionError:  # DRF's JSONParser lets it through as a 500
-        raise ValidationFailed("The JSON body is nested too deeply.") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed('Expected a JSON object: {"name", "scope", "expires_at"}.')
-    unknown = sorted(set(data) - set(WRITABLE))
-    if unknown:
-        raise ValidationFailed(f"Unknown field(s): {', '.join(unknown)}.", {"field": unknown[0], "unknown": unknown})
+    data = json_object(request, set(WRITABLE))
     if "name" not in data:
         raise ValidationFailed("name: required.", {"field": "name"})
     return {

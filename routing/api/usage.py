@@ -11,7 +11,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, cursor_link
 from routing.api.serializers import AttemptSerializer
 from usage.models import UsageRecord, UsageStatus
 from usage.queries import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, filter_records, page, totals_of
@@ -64,14 +64,6 @@ class UsagePageSerializer(serializers.Serializer):
     results = UsageRecordSerializer(many=True)
 
 
-def page_link(request, cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    query = request.GET.copy()
-    query["cursor"] = cursor
-    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-
-
 class UsageView(TenantAPIView):
     @extend_schema(
         parameters=[
@@ -95,8 +87,8 @@ class UsageView(TenantAPIView):
         return Response(
             {
                 "count": totals["requests"],
-                "next": page_link(request, older),
-                "previous": page_link(request, newer),
+                "next": cursor_link(request, older),
+                "previous": cursor_link(request, newer),
                 "totals": totals,
                 "results": UsageRecordSerializer(rows, many=True).data,
             }

@@ -170,7 +170,7 @@ def test_a_body_field_error_names_the_field(acme_api, main):
     r = acme_api.post(url("main"), {"state": "drained", "reason": "x", "until": PAST})
     assert r.json()["error"]["details"] == {"field": "until"}
     r = acme_api.post(url("main"), {"state": "drained", "reason": "x", "nope": 1})
-    assert r.json()["error"]["details"] == {"fields": ["nope"]}
+    assert r.json()["error"]["details"] == {"field": "nope", "fields": ["nope"]}
 
 
 def test_the_state_endpoint_is_in_the_schema(acme_api):

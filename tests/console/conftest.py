@@ -6,18 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from django.test import Client
 
 from providers.models import ModelRoute, ModelRouteTarget, ProviderConfig
 from tenants.models import ApiToken, Membership, Tenant, TokenScope
 from tenants.rls import tenant_context
+from tests.conftest import _logged_in as logged_in
 from usage.models import UsageRecord
-
-
-def logged_in(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -207,6 +207,7 @@ def test_drain_a_provider_and_see_the_list_and_the_board_say_so(page, gateway, a
     expect(card.locator(".operator")).to_have_count(0)
     mark_page(board)
 
+    page.bring_to_front()  # a background tab's timers run at most once a second
     page.goto(f"{gateway.url}/")
     row = page.locator("tr[data-provider=a]")
     row.get_by_text("State…").click()
@@ -241,9 +242,10 @@ def test_drain_a_provider_and_see_the_list_and_the_board_say_so(page, gateway, a
 
 def probe(api: httpx.Client, name: str) -> None:
     """Run one health probe of `name` through the API, then let the board's publish of
-    it finish: on SQLite's shared-cache test database a write that meets another
-    connection's read fails at once ("database table is locked"), which a file
-    database in WAL mode (how AxonFlow runs on SQLite) never does."""
+    it finish. Django's SQLite test database is in memory with a shared cache, where a
+    write that meets another connection's open read fails at once ("database table is
+    locked"); on a file database in WAL mode, as AxonFlow runs SQLite, readers do not
+    block a writer."""
     assert api.post(f"/api/v1/providers/{name}/health-check/").status_code == 200
     db_thread.flush()
 

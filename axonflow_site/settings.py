@@ -107,11 +107,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channels and Redis ---------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+CHANNEL_PREFIX = env.str("AXONFLOW_CHANNEL_PREFIX", default="axonflow")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("AXONFLOW_CHANNEL_PREFIX", default="axonflow")},
+            "CONFIG": {
+                # channels-redis blocks up to 5 s in BZPOPMIN; redis-py 8 times reads out after
+                # 5 s by default, so an idle socket's receive would race that and kill the
+                # consumer. Reads get 15 s.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5}],
+                "prefix": CHANNEL_PREFIX,
+            },
         }
     }
 else:

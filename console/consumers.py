@@ -9,13 +9,18 @@ card fragments themselves; htmx's ws extension swaps them in by id.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from console import live
 from usage.metrics import DEFAULT_WINDOW, WINDOWS
+
+log = logging.getLogger("axonflow.live")
 
 
 @database_sync_to_async
@@ -44,6 +49,7 @@ def window_of(scope) -> str:
 class StatusBoardConsumer(AsyncWebsocketConsumer):
     tenant_id: int | None = None
     groups_joined: tuple[str, ...] = ()
+    presence: asyncio.Task | None = None
 
     async def connect(self):
         user = self.scope.get("user")
@@ -57,6 +63,8 @@ class StatusBoardConsumer(AsyncWebsocketConsumer):
         for group in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
         live.board_opened(tenant_id)
+        if settings.REDIS_URL:
+            self.presence = asyncio.ensure_future(self.keep_present(tenant_id))
         await self.accept()
         for html in await database_sync_to_async(live.snapshot)(tenant_id, window):
             await self.send(text_data=html)
@@ -64,7 +72,24 @@ class StatusBoardConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code):
         await self.leave()
 
+    async def keep_present(self, tenant_id: int) -> None:
+        """With Redis, publishers in every process render this tenant's cards only while
+        some board keeps the presence key alive (console/live.py)."""
+        while True:
+            try:
+                await asyncio.to_thread(live.mark_board_open, tenant_id, self.channel_name)
+            except Exception:
+                log.warning("could not refresh the board's presence in Redis", exc_info=True)
+            await asyncio.sleep(live.PRESENCE_TTL_SECONDS / 3)
+
     async def leave(self) -> None:
+        if self.presence is not None:
+            self.presence.cancel()
+            self.presence = None
+            try:
+                await asyncio.to_thread(live.mark_board_closed, self.tenant_id, self.channel_name)
+            except Exception:
+                log.warning("could not clear the board's presence in Redis", exc_info=True)
         for group in self.groups_joined:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined = ()

@@ -10,10 +10,11 @@ at the bottom queue a publish.
 Publishing runs off the sender's path, on the health DB thread: it renders the cards
 (four queries per window, however many providers) and hands the group_send to the
 event loop the board's sockets run on (the in-memory channel layer's groups live
-there), or, with none in this process, to a throwaway loop (channels-redis reaches
-the other processes). Updates are coalesced per tenant; traffic updates at most once
-a second. With the in-memory layer and no board of the tenant open in this process,
-nothing is rendered at all.
+there), or, with none in this process, to one long-lived publisher loop of its own
+(channels-redis reaches the other processes and keeps its connection pool per loop).
+Updates are coalesced per tenant; traffic updates at most once a second. Nothing is
+rendered for a tenant without an open board: with the in-memory layer, none open in
+this process; with Redis, no presence key (every open board keeps one alive there).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import threading
 import time
 from collections import defaultdict
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -43,6 +43,8 @@ CLOSE_EVENT = "board.revoked"
 CARD_TEMPLATE = "console/_provider_card.html"
 TRAFFIC_PUBLISH_SECONDS = 1.0
 SPARK_WIDTH, SPARK_HEIGHT = 120, 28
+PRESENCE_TTL_SECONDS = 60  # an open board refreshes its presence every third of this
+PRESENCE_CHECK_SECONDS = 5.0  # how long a publisher trusts what it read
 
 
 def group_name(tenant_id: int, window: str = DEFAULT_WINDOW) -> str:
@@ -153,9 +155,60 @@ def open_boards(tenant_id: int | None = None) -> int:
 
 
 def anyone_listening(tenant_id: int) -> bool:
-    """False only when no board can receive: the in-memory layer does not leave this
-    process, and no board of the tenant is open in it."""
-    return bool(settings.REDIS_URL) or _open_boards[tenant_id] > 0
+    """Whether a board of the tenant may be open anywhere: one in this process, or (with
+    Redis) a live presence entry from another. With Redis it reads the presence at most
+    every PRESENCE_CHECK_SECONDS (a blocking call: run it off the event loop)."""
+    if _open_boards[tenant_id] > 0:
+        return True
+    if not settings.REDIS_URL:
+        return False
+    checked = _presence.get(tenant_id)
+    if checked is None or checked[0] < time.monotonic():
+        try:
+            key = presence_key(tenant_id)
+            pipe = _redis().pipeline()
+            pipe.zremrangebyscore(key, "-inf", time.time())  # boards that stopped refreshing
+            pipe.zcard(key)
+            present = bool(pipe.execute()[1])
+        except Exception:  # Redis away: publish anyway, a board must not go stale
+            log.warning("could not read board presence from Redis", exc_info=True)
+            present = True
+        checked = _presence[tenant_id] = (time.monotonic() + PRESENCE_CHECK_SECONDS, present)
+    return checked[1]
+
+
+_presence: dict[int, tuple[float, bool]] = {}
+_redis_client = None
+
+
+def _redis():
+    global _redis_client
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return _redis_client
+
+
+def presence_key(tenant_id: int) -> str:
+    """A sorted set per tenant: each open board's channel name, scored by when its
+    presence lapses unless refreshed."""
+    return f"{settings.CHANNEL_PREFIX}:boards-open:{tenant_id}"
+
+
+def mark_board_open(tenant_id: int, channel_name: str) -> None:
+    """Keep this board's presence alive (StatusBoardConsumer, from a thread)."""
+    if settings.REDIS_URL:
+        key = presence_key(tenant_id)
+        pipe = _redis().pipeline()
+        pipe.zadd(key, {channel_name: time.time() + PRESENCE_TTL_SECONDS})
+        pipe.expire(key, PRESENCE_TTL_SECONDS)
+        pipe.execute()
+
+
+def mark_board_closed(tenant_id: int, channel_name: str) -> None:
+    if settings.REDIS_URL:
+        _redis().zrem(presence_key(tenant_id), channel_name)
 
 
 # --- sending ---------------------------------------------------------------------------------------
@@ -168,16 +221,31 @@ async def asend(group: str, message: dict) -> None:
 
 
 def send(group: str, message: dict) -> None:
-    """From a sync thread: on the boards' loop when it runs, else a throwaway loop.
-    A broken channel layer is logged, never raised: what the board shows is stored."""
+    """From a sync thread: on the boards' loop when it runs in this process, else on the
+    publisher loop (Redis carries it to the other processes). A broken channel layer is
+    logged, never raised: what the board shows is stored."""
     loop = _board_loop
-    try:
-        if loop is not None and loop.is_running():
-            db_thread.track(asyncio.run_coroutine_threadsafe(asend(group, message), loop))
-        else:
-            async_to_sync(asend)(group, message)
-    except Exception:
-        log.exception("could not publish to %s", group)
+    if loop is None or not loop.is_running():
+        if not settings.REDIS_URL:
+            return  # the in-memory layer with no board in this process: nobody to tell
+        loop = _publisher_loop()
+    db_thread.track(asyncio.run_coroutine_threadsafe(asend(group, message), loop))
+
+
+_publisher: asyncio.AbstractEventLoop | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher_loop() -> asyncio.AbstractEventLoop:
+    """A daemon thread's event loop for sends from processes without a board (the health
+    worker, a command): one loop, so channels-redis keeps one pool for it."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or _publisher.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="axonflow-board-publisher", daemon=True).start()
+            _publisher = loop
+        return _publisher
 
 
 def publish_now(tenant_id: int, provider_ids: set[int], created: set[int], deleted: set[int]) -> None:
@@ -213,8 +281,8 @@ def schedule(tenant_id: int, provider_ids, *, created=(), deleted=(), traffic: b
 
     Status and configuration changes go out at once; traffic updates at most once per
     TRAFFIC_PUBLISH_SECONDS per tenant (the rest wait for the next)."""
-    if not anyone_listening(tenant_id):
-        return
+    if not settings.REDIS_URL and not _open_boards[tenant_id]:
+        return  # the in-memory layer: nobody here, nobody anywhere
     with _lock:
         _dirty[tenant_id].update(provider_ids)
         _created[tenant_id].update(created)
@@ -249,6 +317,7 @@ def reset() -> None:
         _dirty.clear(), _created.clear(), _deleted.clear(), _queued.clear()
         _last_traffic.clear()
         _open_boards.clear()
+        _presence.clear()
     _board_loop = None
 
 
@@ -259,7 +328,8 @@ def _publish_queued(tenant_id: int) -> None:
         ids = _dirty.pop(tenant_id, set()) - deleted
         created = _created.pop(tenant_id, set())
     _last_traffic[tenant_id] = time.monotonic()
-    publish_now(tenant_id, ids, created, deleted)
+    if anyone_listening(tenant_id):
+        publish_now(tenant_id, ids, created, deleted)
 
 
 def close_boards_of(user_id: int, tenant_id: int) -> None:

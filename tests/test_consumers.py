@@ -98,7 +98,10 @@ async def test_a_status_change_travels_through_redis_too(boards, upstream, setti
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"axonflow-test-{uuid.uuid4().hex[:8]}"},
+            "CONFIG": {
+                "hosts": settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"],
+                "prefix": f"axonflow-test-{uuid.uuid4().hex[:8]}",
+            },
         }
     }
     layer = get_channel_layer()
@@ -275,3 +278,20 @@ def _touch(config, tenant) -> bool:
 
     with tenant_context(tenant.pk):
         return bool(ProviderConfig.objects.get(pk=config.pk).save() or True)
+
+
+@requires_redis
+async def test_a_board_left_idle_longer_than_a_redis_read_timeout_still_gets_the_next_card(boards, acme):
+    # channels-redis blocks 5 s per receive; a client read timeout of 5 s (redis-py 8's
+    # default) used to end the consumer there (axonflow_site/settings.py).
+    made, alice_cookie, _ = boards
+    alice, connected = await open_board(ORIGIN, alice_cookie)
+    try:
+        assert connected
+        await snapshot(alice, 2)
+        await asyncio.sleep(6)
+        await in_thread(lambda: _touch(made["a"], acme))
+        card = await alice.receive_from(timeout=5)
+        assert f'id="provider-{made["a"].pk}"' in card
+    finally:
+        await alice.disconnect()

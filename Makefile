@@ -8,11 +8,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 export DEBUG ?= true
 
-.PHONY: run test lint-imports install migrate demo clean bench bench-quick screenshots
+.PHONY: run test lint-imports install migrate demo clean bench bench-quick screenshots deploy-check audit fuzz
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --upgrade pip setuptools
 	$(VENV)/bin/pip install -q -e ".[dev]"
 	touch $@
 
@@ -21,11 +21,26 @@ install: $(VENV)/.installed
 migrate: install
 	$(PY) manage.py migrate --noinput
 
+# The demo's providers point at the fake upstream on 127.0.0.1: loopback base URLs must be allowed.
+demo run: export AXONFLOW_ALLOW_PRIVATE_BASE_URLS ?= true
+
 demo: migrate
 	$(PY) manage.py load_demo --upstream http://127.0.0.1:$(UPSTREAM_PORT)
 
 run: demo
 	$(PY) manage.py serve --port $(PORT) --upstream-port $(UPSTREAM_PORT)
+
+# `check --deploy` under the README's production environment (throwaway keys; DATABASE_URL and
+# REDIS_URL as exported): any warning fails. On a real deployment run the check there.
+deploy-check: install
+	env DEBUG=false ALLOWED_HOSTS=axonflow.example.com AXONFLOW_TRUST_X_FORWARDED_PROTO=true \
+	  SECRET_KEY="$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+	  AXONFLOW_ENCRYPTION_KEYS="$$($(PY) -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')" \
+	  $(PY) manage.py check --deploy --fail-level WARNING
+
+# No installed dependency with a known vulnerability (pip-audit; needs PyPI's vulnerability data).
+audit: install
+	$(PY) .ci/audit.py $(AUDIT_ARGS)
 
 # The layers first (import-linter, contracts in pyproject.toml): an upward import fails CI.
 lint-imports: install
@@ -33,6 +48,12 @@ lint-imports: install
 
 test: lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# schemathesis over /api/schema/ with the budget CI runs (tests/test_schemathesis.py; `make test`
+# runs 200 cases); FUZZ_CASES=20000 or AXONFLOW_FUZZ_SEED=n for a longer or another run.
+FUZZ_CASES ?= 2000
+fuzz: install
+	AXONFLOW_FUZZ_CASES=$(FUZZ_CASES) $(PY) -m pytest tests/test_schemathesis.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/run.py $(BENCH_ARGS)

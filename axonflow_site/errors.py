@@ -30,7 +30,7 @@ class ValidationFailed(AxonFlowError):
 
 
 class PayloadTooLarge(AxonFlowError):
-    code = "validation_error"
+    code = "payload_too_large"
     http_status = 413
 
 

@@ -4,6 +4,13 @@
     /api/*   Django, through APIHandler: the REST API without the console's middleware
     else     Django with settings.MIDDLEWARE (console, admin, static files)
 
+Every HTTP request first passes the body limit (`mount`, `counting_receive`): a
+declared Content-Length over AXONFLOW_MAX_BODY_BYTES is answered 413
+`payload_too_large` before any authentication or reading, and a body without one
+(chunked) is counted as it arrives and cut off at the limit, so no path (console and
+admin included) buffers more than the limit or spools a body to disk
+(FILE_UPLOAD_MAX_MEMORY_SIZE is at least the limit).
+
 Plus the last startup hook (axonflow_site/lifespan.py), which takes the objects alive
 after startup out of the cyclic garbage collector's reach.
 """
@@ -15,10 +22,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 
+from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ValidationFailed
+from routing.v1 import wire
 from routing.v1.app import openai_app
 
 DJANGO_PAGES = {
@@ -106,18 +116,88 @@ async def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+# --- the body limit ------------------------------------------------------------------
+
+
+def declared_length(scope) -> int | None:
+    """The request's Content-Length; None when it has none (chunked, or no body).
+    Raises ValidationFailed for a value that is not a number."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if not value.isdigit():
+                raise ValidationFailed("The Content-Length header is not a number.")
+            return int(value)
+    return None
+
+
+def too_large(limit: int, length: int | None = None) -> PayloadTooLarge:
+    said = f"is {length} bytes" if length is not None else "exceeds the limit"
+    return PayloadTooLarge(f"The request body {said}; the limit is {limit} bytes.", {"limit_bytes": limit})
+
+
+def counting_receive(receive, limit: int):
+    """`receive`, raising PayloadTooLarge as soon as the body received passes `limit`
+    bytes (the server reads no more of it than it buffers ahead)."""
+    received = 0
+
+    async def limited():
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise too_large(limit)
+        return message
+
+    return limited
+
+
+async def send_refusal(send, error: AxonFlowError, v1: bool) -> None:
+    """The envelope (with OpenAI's fields on /v1), closing the connection: the client
+    may still be sending the body we will not read."""
+    body = wire.error_body(error) if v1 else json.dumps(error.envelope()).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def mount(django_app):
     """The HTTP application: /v1/* to `openai_app`, /api/* to Django's APIHandler,
-    everything else (console, admin, static) to the full Django application."""
+    everything else (console, admin, static) to the full Django application; every
+    request's body bounded by AXONFLOW_MAX_BODY_BYTES first."""
     api_app = APIHandler()
 
     async def app(scope, receive, send) -> None:
         path = scope["path"]
-        if path.startswith("/v1/") or path == "/v1":
-            await openai_app(scope, receive, send)
-        elif path.startswith("/api/"):
-            await api_app(scope, receive, send)
-        else:
-            await django_app(scope, receive, send)
+        v1 = path.startswith("/v1/") or path == "/v1"
+        limit = settings.AXONFLOW_MAX_BODY_BYTES
+        try:
+            length = declared_length(scope)
+        except ValidationFailed as exc:
+            await send_refusal(send, exc, v1)
+            return
+        if length is not None and length > limit:
+            await send_refusal(send, too_large(limit, length), v1)
+            return
+        counted = length is None  # with a Content-Length, the server delivers no more than it
+        if counted:
+            receive = counting_receive(receive, limit)
+        try:
+            if v1:
+                await openai_app(scope, receive, send)  # refuses an over-long body itself
+            elif path.startswith("/api/"):
+                await api_app(scope, receive, send)
+            else:
+                await django_app(scope, receive, send)
+        except PayloadTooLarge as exc:
+            # Raised by counting_receive while Django reads the body, which it does
+            # before it runs anything or answers.
+            if not counted:
+                raise
+            await send_refusal(send, exc, v1)
 
     return app

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,6 +45,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "adrf",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and Redoc from our static files
+    "csp",
+    "axes",
     "django_htmx",
     "channels",
     "tenants",
@@ -54,6 +59,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -63,6 +69,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.ActiveTenantMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "axonflow_site.urls"
@@ -156,10 +163,27 @@ def _encryption_keys() -> list[str]:
 AXONFLOW_ENCRYPTION_KEYS = _encryption_keys()
 
 # Secret references (env:NAME, file:/path, arn:...) resolve only inside these allowlists.
+# An entry containing {tenant} serves that one tenant (providers/secrets.py); an entry
+# without it is shared by every tenant.
 AXONFLOW_SECRET_ENV_PREFIXES = env.list("AXONFLOW_SECRET_ENV_PREFIXES", default=[])
 AXONFLOW_SECRET_FILE_DIRS = env.list("AXONFLOW_SECRET_FILE_DIRS", default=[])
 AXONFLOW_SECRET_ARN_PREFIXES = env.list("AXONFLOW_SECRET_ARN_PREFIXES", default=[])
 AXONFLOW_SECRET_TTL_SECONDS = env.int("AXONFLOW_SECRET_TTL_SECONDS", default=300)
+if any(d.strip() and not d.strip().startswith("/") for d in AXONFLOW_SECRET_FILE_DIRS):
+    raise ImproperlyConfigured("AXONFLOW_SECRET_FILE_DIRS entries must be absolute paths.")
+
+# Server-side AWS credentials (Bedrock without keys) serve only these tenants (slugs).
+AXONFLOW_AMBIENT_AWS_TENANTS = [s.strip() for s in env.list("AXONFLOW_AMBIENT_AWS_TENANTS", default=[]) if s.strip()]
+if not all(re.fullmatch(r"[-a-zA-Z0-9_]+", slug) for slug in AXONFLOW_AMBIENT_AWS_TENANTS):
+    raise ImproperlyConfigured("AXONFLOW_AMBIENT_AWS_TENANTS must be a comma-separated list of tenant slugs.")
+
+# Egress (SPEC §6, providers/egress.py): base URLs on loopback, private and CGNAT addresses
+# only when allowed (the demo, a local Ollama); never on a deployment with untrusted tenants.
+# Strict: a misspelt value fails at import instead of silently meaning false.
+_allow_private = env.str("AXONFLOW_ALLOW_PRIVATE_BASE_URLS", default="false").strip().lower()
+if _allow_private not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+    raise ImproperlyConfigured("AXONFLOW_ALLOW_PRIVATE_BASE_URLS must be true or false.")
+AXONFLOW_ALLOW_PRIVATE_BASE_URLS = _allow_private in ("true", "1", "yes", "on")
 
 # Extra provider factories: "type=dotted.path.to.factory,other=pkg.mod.fn".
 AXONFLOW_PROVIDER_FACTORIES = env.dict("AXONFLOW_PROVIDER_FACTORIES", default={})
@@ -174,8 +198,14 @@ AXONFLOW_USAGE_FLUSH_SECONDS = env.float("AXONFLOW_USAGE_FLUSH_SECONDS", default
 AXONFLOW_USAGE_BATCH_SIZE = env.int("AXONFLOW_USAGE_BATCH_SIZE", default=500)
 
 # Completion request limits.
+# Every HTTP path (axonflow_site/mount.py): a longer body is refused with 413 before it
+# is read. Django keeps a body up to FILE_UPLOAD_MAX_MEMORY_SIZE in memory and spools a
+# longer one to a temporary file: at least the limit, so nothing we accept touches disk.
 AXONFLOW_MAX_BODY_BYTES = env.int("AXONFLOW_MAX_BODY_BYTES", default=1_048_576)
+if AXONFLOW_MAX_BODY_BYTES < 1024:
+    raise ImproperlyConfigured("AXONFLOW_MAX_BODY_BYTES must be at least 1024 (bytes).")
 DATA_UPLOAD_MAX_MEMORY_SIZE = AXONFLOW_MAX_BODY_BYTES
+FILE_UPLOAD_MAX_MEMORY_SIZE = max(AXONFLOW_MAX_BODY_BYTES, 2_621_440)
 
 
 # --- Auth, i18n, static -----------------------------------------------------------
@@ -200,12 +230,98 @@ WHITENOISE_USE_FINDERS = True
 # Until `collectstatic` fills STATIC_ROOT the finders serve everything; no warning needed.
 warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
+# --- Production security (README "Running in production"; `manage.py check --deploy`) ----
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _flag(name: str, default: bool) -> bool:
+    """A boolean variable read strictly: a misspelt value fails here instead of meaning false."""
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(f"{name} must be true or false.")
+    return raw in _TRUE
+
+
+def _whole(name: str, default: int, minimum: int) -> int:
+    raw = env.str(name, default=str(default)).strip()
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number, at least {minimum}.")
+    return int(raw)
+
+
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto on every request (replacing
+# any the client sent), trust it: is_secure(), the HTTPS redirect and CSRF's origin check
+# then see https. Without such a proxy leave it off, or a client could claim https.
+AXONFLOW_TRUST_X_FORWARDED_PROTO = _flag("AXONFLOW_TRUST_X_FORWARDED_PROTO", False)
+if AXONFLOW_TRUST_X_FORWARDED_PROTO:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = env.list("SECURE_REDIRECT_EXEMPT", default=[])  # path regexes, no leading slash
+for _pattern in SECURE_REDIRECT_EXEMPT:
+    try:
+        re.compile(_pattern)
+    except re.error as exc:
+        raise ImproperlyConfigured(f"SECURE_REDIRECT_EXEMPT holds an invalid regular expression: {exc}") from None
+SECURE_HSTS_SECONDS = _whole("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _flag("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = _flag("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _flag("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# Sessions: 12 hours from sign-in by default; Django rotates the key at login and
+# deletes the session at logout. htmx and the playground send the CSRF token from the
+# page, so no script needs to read the cookie.
+SESSION_COOKIE_AGE = _whole("SESSION_COOKIE_AGE", 12 * 3600, minimum=60)
+SESSION_EXPIRE_AT_BROWSER_CLOSE = _flag("SESSION_EXPIRE_AT_BROWSER_CLOSE", False)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+
+# Login throttling (django-axes): after AXONFLOW_LOGIN_FAILURE_LIMIT wrong passwords for one
+# username from one client address, that pair is refused for the cool-off, even with the
+# right password. The address is the connection's peer, which uvicorn takes from
+# X-Forwarded-For only for the proxies in FORWARDED_ALLOW_IPS (uvicorn's own variable).
+AUTHENTICATION_BACKENDS = [
+    "axonflow_site.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _whole("AXONFLOW_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=_whole("AXONFLOW_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "tenants/locked.html"
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful sign-in
+
+# Content-Security-Policy (django-csp) for the console, the admin and /api/docs/: scripts,
+# styles, images and sockets from this origin only, no inline script or style, no framing.
+# 'self' in connect-src covers the board's ws:// / wss:// socket to the same host (CSP 3).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],  # Swagger UI's icons are data: SVGs in its stylesheet
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 # --- REST framework ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.BearerTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.authentication.HasTenantToken"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["routing.api.parsers.SafeJSONParser"],
+    # Tenant.api_rate_limit for every token-authenticated view (completions check it on the event loop).
+    "DEFAULT_THROTTLE_CLASSES": ["routing.api.throttling.TenantRateThrottle"],
     "EXCEPTION_HANDLER": "routing.api.errors.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
@@ -215,13 +331,35 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "LLM provider gateway: routing, failover, health and cost.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge image from validator.swagger.io (an outside host; the CSP refuses it anyway).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
+# Logs never carry a credential (axonflow_site/logfilter.py): every handler here formats
+# through ScrubbingFormatter, Django's own loggers lose their default handlers and reach the
+# root's, and uvicorn's loggers (it installs its own handlers when it starts) get the filter.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"scrub_secrets": {"()": "axonflow_site.logfilter.ScrubSecretsFilter"}},
+    "formatters": {
+        "plain": {
+            "()": "axonflow_site.logfilter.ScrubbingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # failures and lockouts; not every sign-in, not a banner at start
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "propagate": True},
+        "uvicorn.error": {"filters": ["scrub_secrets"]},
+        "uvicorn.access": {"filters": ["scrub_secrets"]},
+    },
 }

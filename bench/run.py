@@ -83,6 +83,8 @@ def bench_env(database_url: str | None) -> dict[str, str]:
         AXONFLOW_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
         ALLOWED_HOSTS="127.0.0.1,localhost",
         LOG_LEVEL="WARNING",
+        SECURE_SSL_REDIRECT="false",  # plain http on 127.0.0.1, no TLS proxy in front
+        AXONFLOW_ALLOW_PRIVATE_BASE_URLS="true",  # the fake upstream listens on 127.0.0.1
         # The probe loop would add its own traffic to the fake; benchmarks measure requests only.
         AXONFLOW_HEALTH_IN_PROCESS="false",
         DATABASE_URL=database_url or f"sqlite:///{ROOT / 'var' / 'bench' / 'bench.sqlite3'}",

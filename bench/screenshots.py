@@ -50,6 +50,8 @@ def env_for(workdir: Path) -> dict[str, str]:
         AXONFLOW_HEALTH_IN_PROCESS="true",
         AXONFLOW_HEALTH_INTERVAL_SECONDS="2",
         LOG_LEVEL="WARNING",
+        # Plain http on 127.0.0.1, no TLS proxy in front.
+        SECURE_SSL_REDIRECT="false", SESSION_COOKIE_SECURE="false", CSRF_COOKIE_SECURE="false",
     )
     return env
 
@@ -149,7 +151,7 @@ def main() -> None:
         try:
             subprocess.run([PY, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
             demo = subprocess.run(
-                [PY, "manage.py", "load_demo", "--upstream", upstream], cwd=ROOT, env=env, check=True,
+                [PY, "manage.py", "load_demo", "--upstream", upstream, "--allow-production"], cwd=ROOT, env=env, check=True,
                 capture_output=True, text=True,
             )  # fmt: skip
             token = demo.stdout.split("Demo API token (shown once): ")[1].split()[0]

@@ -49,7 +49,6 @@ SETTINGS_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     ProviderType.BEDROCK: (
         ("aws_access_key_id", "with the secret access key as the API key"),
-        ("profile", "a named profile of the shared AWS config"),
         ("health_probe", '"list_models" (default) or "converse", for roles that may not list models'),
     ),
     ProviderType.CUSTOM: (

@@ -4,12 +4,15 @@ Built-in types map to dotted paths and are imported on first use, so optional SD
 (botocore) stay optional. Operators add their own factories through the
 AXONFLOW_PROVIDER_FACTORIES setting ({"name": "package.module.factory"}); a provider
 of type `custom` whose settings say {"factory": "name"} is built by that factory.
+
+`check_settings` is the save-time half of `build`: it parses `settings` exactly as the
+adapter will, so a bad value is a 400 when saved rather than a failure on every request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -82,14 +85,51 @@ def validate_provider_access(tenant: Tenant, provider_type: str) -> None:
     check_license(tenant, provider_type)
 
 
-def build(config: ProviderConfig) -> Provider:
-    """A Provider for `config`. Raises InvalidConfig for an unknown type or factory."""
-    factory_name = (config.settings or {}).get("factory") if config.type == "custom" else None
-    if factory_name:
+def _factory_for(provider_type: str, raw: Mapping[str, Any]) -> Factory:
+    """The factory that builds a config of this type and settings. Raises InvalidConfig
+    for an unknown type or factory name."""
+    factory_name = raw.get("factory") if provider_type == "custom" else None
+    if factory_name not in (None, ""):
+        if not isinstance(factory_name, str):
+            raise InvalidConfig("settings.factory must be the name of a registered factory.", {"field": "settings"})
         factory = custom_factories().get(factory_name)
         if factory is None:
-            raise InvalidConfig(f"No provider factory named '{factory_name}' is registered.", {"factory": factory_name})
-        return factory(config)
-    if config.type not in FACTORIES:
-        raise InvalidConfig(f"Unknown provider type '{config.type}'.", {"provider_type": config.type})
-    return _builtin(config.type)(config)
+            raise InvalidConfig(
+                f"No provider factory named '{factory_name[:100]}' is registered.",
+                {"field": "settings", "setting": "factory", "factory": factory_name[:100]},
+            )
+        return factory
+    if provider_type not in FACTORIES:
+        raise InvalidConfig(f"Unknown provider type '{provider_type}'.", {"provider_type": provider_type})
+    return _builtin(provider_type)
+
+
+def build(config: ProviderConfig) -> Provider:
+    """A Provider for `config`. Raises InvalidConfig for an unknown type or factory."""
+    return _factory_for(config.type, config.settings or {})(config)
+
+
+def check_settings(tenant: Tenant, provider_type: str, raw: Mapping[str, Any]) -> None:
+    """Raise InvalidConfig (naming the setting) unless `raw` are settings the adapter
+    for this type will accept from this tenant: its `settings_class.parse` (unknown
+    keys, wrong types, clock settings), the factory lookup, and its `check_tenant` hook
+    for rules that depend on the owner (bedrock: the server's AWS credentials).
+
+    A registered factory without a `settings_class` owns its keys; only the clock
+    settings (providers.adapters.http.CLOCK_SETTINGS) are checked for it."""
+    from providers.adapters.http import CLOCK_SETTINGS, clock_setting
+
+    if "factory" in raw and provider_type != "custom":
+        raise InvalidConfig(
+            "settings.factory is only for custom providers.", {"field": "settings", "setting": "factory"}
+        )
+    factory = _factory_for(provider_type, raw)
+    settings_class = getattr(factory, "settings_class", None)
+    if settings_class is None:
+        for name in CLOCK_SETTINGS:
+            clock_setting(raw, name)
+        return
+    parsed = settings_class.parse(raw)
+    check_tenant = getattr(factory, "check_tenant", None)
+    if check_tenant is not None:
+        check_tenant(parsed, tenant.slug)

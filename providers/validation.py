@@ -12,10 +12,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
 
 from axonflow_site.errors import DuplicateProvider, ValidationFailed
-from providers import secrets
+from providers import egress, secrets
 from providers.licensing import check_license
 from providers.models import ProviderConfig, ProviderType
 from tenants.models import Tenant
@@ -76,15 +75,9 @@ def _cost(field: str, value: Any) -> Decimal | None:
 
 
 def _base_url(value: Any) -> str:
+    """The normalised URL; the egress guard (SPEC §6) raises invalid_config for a refused one."""
     value = _str("base_url", value, 500)
-    if not value:
-        return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _fail("base_url", "must be an http:// or https:// URL")
-    if parts.username or parts.password:
-        raise _fail("base_url", "must not contain credentials; use api_key or secret_ref")
-    return value.rstrip("/")
+    return egress.check_base_url(value) if value else ""
 
 
 def _clean_field(field: str, value: Any) -> Any:
@@ -150,7 +143,7 @@ def validate_provider_config(
         raise _fail("name", "is required")
 
     provider_type = final("type")
-    from providers.registry import available_types
+    from providers.registry import available_types, check_settings
 
     if provider_type not in available_types():
         raise _fail("type", f"must be one of {', '.join(sorted(available_types()))}")
@@ -167,8 +160,12 @@ def validate_provider_config(
             raise _fail("region", "is required for bedrock providers")
         if not REGION_RE.match(final("region")):
             raise _fail("region", "must be an AWS region such as us-east-1")
+        if final("base_url"):
+            egress.check_bedrock_endpoint(final("base_url"))
+    if instance is None or "settings" in cleaned:  # parsed as the adapter will: a 400 now, not a 500 later
+        check_settings(tenant, provider_type, settings)
     if cleaned.get("secret_ref"):
-        secrets.check_reference(cleaned["secret_ref"])
+        secrets.check_reference(cleaned["secret_ref"], tenant.slug)
 
     name = final("name")
     taken = ProviderConfig.objects.filter(tenant=tenant, name=name)

@@ -13,7 +13,8 @@ Invalidation:
   lifespan), so all processes drop the snapshot. With the in-memory layer there is one
   process and the local drop is the whole job;
 - every snapshot also expires after SNAPSHOT_TTL_SECONDS, a backstop for a missed
-  message (a Redis blip), never the primary mechanism.
+  message (a Redis blip), never the primary mechanism. The token cache has its own
+  backstop, a generation number in Redis read once a second (tenants/authentication.py).
 
 A generation counter per tenant keeps a load that started before an invalidation from
 storing its (now stale) result.
@@ -65,6 +66,13 @@ class TenantSnapshot:
     @property
     def enabled(self) -> list[ProviderConfig]:
         return [c for c in self.configs if c.enabled]
+
+    def licensed(self, config: ProviderConfig) -> bool:
+        """Whether the tenant's plan covers the config's type: after a downgrade the
+        router stops at once (the Tenant save drops this snapshot; routing/signals.py)."""
+        from providers.licensing import PLAN_TYPES
+
+        return config.type in PLAN_TYPES.get(self.plan, frozenset())
 
     def adapter(self, config: ProviderConfig) -> Provider:
         """The adapter for `config`, built once per snapshot (i.e. per config version).
@@ -196,6 +204,10 @@ def broadcast_invalidation(tenant_id: int | None, *, tokens: bool = False) -> No
     """Drop the tenant's snapshot (None: every tenant; tokens: the token cache too) here
     and, through the channel layer, in every other process. Never raises."""
     message = {"type": EVENT, "tenant_id": tenant_id, "tokens": tokens}
+    if tokens:
+        from tenants.authentication import bump_generation
+
+        bump_generation()  # for processes that miss the message below
     apply_invalidation(message)
     layer = _shared_layer()
     if layer is None:
@@ -244,21 +256,27 @@ async def listen_for_invalidations() -> None:
             raise
         except Exception:
             log.warning("cache invalidation listener lost the channel layer; rejoining", exc_info=True)
-            invalidate_all()
+            apply_invalidation({"tenant_id": None, "tokens": True})  # messages may have been missed
             await asyncio.sleep(1.0)
 
 
 _listener: asyncio.Task | None = None
+_token_watch: asyncio.Task | None = None
 
 
 async def start_invalidation_listener() -> None:
-    global _listener
+    """With a shared layer: the listener, and the token cache's generation watch."""
+    global _listener, _token_watch
     if _shared_layer() is not None:
+        from tenants.authentication import watch_generation
+
         _listener = asyncio.ensure_future(listen_for_invalidations())
+        _token_watch = asyncio.ensure_future(watch_generation())
 
 
 async def stop_invalidation_listener() -> None:
-    global _listener
-    if _listener is not None:
-        _listener.cancel()
-        _listener = None
+    global _listener, _token_watch
+    for task in (_listener, _token_watch):
+        if task is not None:
+            task.cancel()
+    _listener = _token_watch = None

@@ -1,5 +1,6 @@
-"""Per-provider rate limits: a token bucket per ProviderConfig.rate_limit (requests per
-minute; 0 = unlimited).
+"""Rate limits: a token bucket per ProviderConfig.rate_limit (requests per minute; 0 =
+unlimited), and one per tenant for Tenant.api_rate_limit (`check_tenant`: every API
+request of the tenant, before it is routed).
 
 The bucket holds up to `rate` tokens (one minute's budget, so a quiet provider may take
 a burst of that size) and refills at rate/60 per second. `acquire` takes one token or
@@ -16,12 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
+
+from axonflow_site.errors import RateLimited
+
+if TYPE_CHECKING:
+    from tenants.authentication import TokenIdentity
 
 log = logging.getLogger("axonflow.ratelimit")
 
@@ -142,7 +150,9 @@ def get_limiter() -> Limiter:
     """The process's limiter: Redis-backed when REDIS_URL is set, else in-process."""
     global _limiter
     if _limiter is None:
-        _limiter = RedisLimiter(settings.REDIS_URL) if settings.REDIS_URL else LocalLimiter()
+        # Keys under the deployment's prefix ("axonflow:rl:" by default), as channels-redis's.
+        prefix = f"{settings.CHANNEL_PREFIX}:rl:"
+        _limiter = RedisLimiter(settings.REDIS_URL, prefix) if settings.REDIS_URL else LocalLimiter()
     return _limiter
 
 
@@ -150,3 +160,39 @@ def set_limiter(limiter: Limiter | None) -> None:
     """Replace the process's limiter (tests; None goes back to the default)."""
     global _limiter
     _limiter = limiter
+
+
+# --- the tenant's API rate limit ------------------------------------------------------------
+
+
+def tenant_limited(identity: TokenIdentity, wait: float) -> RateLimited:
+    retry = max(1, math.ceil(wait))
+    return RateLimited(
+        f"This tenant's API rate limit of {identity.api_rate_limit} requests a minute is used up; "
+        f"retry in {retry} s.",
+        {"limit_per_minute": identity.api_rate_limit, "retry_after_seconds": retry},
+        headers={"Retry-After": str(retry)},
+    )
+
+
+async def check_tenant(identity: TokenIdentity) -> None:
+    """Take one request from the tenant's API budget (Tenant.api_rate_limit, carried by
+    the cached token identity: no query). Raises RateLimited, with Retry-After, when none
+    is left. Unlimited tenants (0) cost nothing."""
+    if identity.api_rate_limit > 0:
+        wait = await get_limiter().acquire(f"tenant:{identity.tenant_id}", identity.api_rate_limit)
+        if wait > 0:
+            raise tenant_limited(identity, wait)
+
+
+def check_tenant_sync(identity: TokenIdentity) -> None:
+    """`check_tenant` for sync views (run on a thread, never on the event loop)."""
+    if identity.api_rate_limit > 0:
+        limiter = get_limiter()
+        key = f"tenant:{identity.tenant_id}"
+        if isinstance(limiter, LocalLimiter):
+            wait = limiter.take(key, identity.api_rate_limit)
+        else:
+            wait = async_to_sync(limiter.acquire)(key, identity.api_rate_limit)
+        if wait > 0:
+            raise tenant_limited(identity, wait)

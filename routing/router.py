@@ -62,6 +62,7 @@ def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
                 weight=c.weight,
                 status=c.health_status,
                 operator_state=c.operator_state_at(snapshot.loaded_at),
+                licensed=snapshot.licensed(c),
             )
             for c in snapshot.configs
             if c.enabled

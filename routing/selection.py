@@ -3,10 +3,11 @@ order of attempts out. No I/O, no clock; randomness comes from the caller's Rand
 
 Rules, in the order they apply:
 
-1. Eligible: enabled, not drained or forced unhealthy by an operator, not over its
-   rate limit, and (unless an operator forced it healthy) not `unhealthy` with its
-   circuit closed. `unknown` (never checked) counts as healthy; `degraded` keeps half
-   its weight. Operator states override derived health (SPEC §2 rule 1).
+1. Eligible: enabled, licensed (its type in the tenant's plan), not drained or forced
+   unhealthy by an operator, not over its rate limit, and (unless an operator forced it
+   healthy) not `unhealthy` with its circuit closed. `unknown` (never checked) counts as
+   healthy; `degraded` keeps half its weight. Operator states override derived health
+   (SPEC §2 rule 1).
 2. `preferred_provider`, when eligible, is first (whatever its weight).
 3. Otherwise the first attempt is drawn at random in proportion to weight among the
    eligible providers of the highest priority that has any positive weight. Request
@@ -43,12 +44,15 @@ class Candidate:
     circuit_open: bool = False
     rate_limited: bool = False
     operator_state: str = ""  # in force now ("" when none or expired)
+    licensed: bool = True  # the tenant's plan covers the provider's type (a downgrade ends it)
 
     @property
     def exclusion(self) -> str | None:
         """Why this provider cannot be tried (the routing trace shows it), or None."""
         if not self.enabled:
             return "disabled"
+        if not self.licensed:
+            return "license_required"
         if self.operator_state == DRAINED:
             return "drained"
         if self.operator_state == FORCED_UNHEALTHY:

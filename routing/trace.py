@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 REASONS = {
     "disabled": "disabled",
+    "license_required": "its type is not in the tenant's plan",
     "drained": "drained by an operator",
     "forced_unhealthy": "forced unhealthy by an operator",
     "rate_limited": "over its rate limit",

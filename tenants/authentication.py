@@ -1,14 +1,36 @@
 """Bearer-token authentication for the REST API and /v1, with an in-process cache so
 the completion hot path does not touch the database for a known token (`identify` is
-the async entry for both completion faces)."""
+the async entry for both completion faces).
+
+The cache is bounded: an LRU of MAX_CACHED_TOKENS live tokens, and a separate, smaller
+LRU of MAX_CACHED_MISSES refused strings, so random bearer strings cannot grow it. An
+entry lives CACHE_TTL_SECONDS at most, and never past its token's `expires_at`.
+
+Revocation takes effect at once in every process: routing/signals.py drops the cache
+here and broadcasts the drop through the channel layer when a token or tenant is saved
+or deleted. A process that misses a broadcast (a Redis reconnect) still catches up
+within GENERATION_CHECK_SECONDS: every change also moves a generation number in Redis
+(`bump_generation`), which each server process reads once a second
+(`watch_generation`, started with the invalidation listener), dropping its cache when
+the number moved or cannot be read.
+
+Secrets are never compared here: a token is found by its HMAC digest (`hash_token`)
+through a unique index, so neither the cache nor the database compares the raw token,
+and the digest found is checked again with `hmac.compare_digest`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
@@ -17,7 +39,13 @@ from rest_framework import authentication, permissions
 from axonflow_site.errors import Forbidden, Unauthorized
 from tenants.models import ApiToken, TokenScope, hash_token
 
+log = logging.getLogger("axonflow.tokens")
+
 CACHE_TTL_SECONDS = 30.0
+MAX_CACHED_TOKENS = 10_000
+MAX_CACHED_MISSES = 1_000
+GENERATION_CHECK_SECONDS = 1.0
+MAX_TOKEN_CHARS = 256  # ours are 47; anything far longer is refused without hashing it
 LAST_USED_RESOLUTION_SECONDS = 60.0
 
 
@@ -30,6 +58,7 @@ class TokenIdentity:
     scope: str
     name: str
     prefix: str = ""
+    api_rate_limit: int = 0  # the tenant's requests per minute (Tenant.api_rate_limit; 0 = unlimited)
 
     @property
     def label(self) -> str:
@@ -44,38 +73,90 @@ class TokenIdentity:
         return self.scope == TokenScope.ADMIN or self.scope == scope
 
 
-_cache: dict[str, tuple[float, TokenIdentity | None]] = {}
+class TokenCache:
+    """Identities by token digest: an LRU of live tokens and a smaller one of misses,
+    each entry with its deadline (time.monotonic). Thread-safe.
+
+    `generation` moves on every `clear`; a load that began before a clear passes the
+    generation it saw to `put`, which then stores nothing (its answer may be stale)."""
+
+    def __init__(self, size: int = MAX_CACHED_TOKENS, miss_size: int = MAX_CACHED_MISSES):
+        self.size, self.miss_size = size, miss_size
+        self.generation = 0
+        self._known: OrderedDict[str, tuple[float, TokenIdentity]] = OrderedDict()
+        self._misses: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str, now: float) -> tuple[bool, TokenIdentity | None]:
+        """(hit, identity); a cached miss is (True, None)."""
+        with self._lock:
+            known = self._known.get(digest)
+            if known is not None:
+                if known[0] > now:
+                    self._known.move_to_end(digest)
+                    return True, known[1]
+                del self._known[digest]
+            missed = self._misses.get(digest)
+            if missed is not None:
+                if missed > now:
+                    return True, None
+                del self._misses[digest]
+        return False, None
+
+    def put(self, digest: str, identity: TokenIdentity | None, deadline: float, generation: int) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return
+            entries, size = (self._known, self.size) if identity is not None else (self._misses, self.miss_size)
+            entries[digest] = (deadline, identity) if identity is not None else deadline
+            entries.move_to_end(digest)
+            while len(entries) > size:
+                entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._known.clear()
+            self._misses.clear()
+
+    def __len__(self) -> int:
+        return len(self._known) + len(self._misses)
+
+
+_cache = TokenCache()
 _last_used_written: dict[int, float] = {}
-_lock = threading.Lock()
 
 
 def lookup_token(raw: str) -> TokenIdentity | None:
-    """The identity behind a raw token, or None. Cached for CACHE_TTL_SECONDS."""
+    """The identity behind a raw token, or None. Cached for CACHE_TTL_SECONDS at most."""
+    if len(raw) > MAX_TOKEN_CHARS:
+        return None
     digest = hash_token(raw)
     now = time.monotonic()
-    hit = _cache.get(digest)
-    if hit and hit[0] > now:
-        return hit[1]
+    hit, identity = _cache.get(digest, now)
+    if hit:
+        return identity
+    generation = _cache.generation
     token = ApiToken.objects.active().select_related("tenant").filter(token_hash=digest).first()
-    identity, ttl = None, CACHE_TTL_SECONDS
-    if token is not None:
+    ttl = CACHE_TTL_SECONDS
+    if token is not None and hmac.compare_digest(token.token_hash, digest):
+        tenant = token.tenant
         identity = TokenIdentity(
-            token.pk, token.tenant_id, token.tenant.slug, token.tenant.plan, token.scope, token.name, token.prefix
-        )
+            token.pk, token.tenant_id, tenant.slug, tenant.plan, token.scope, token.name, token.prefix,
+            tenant.api_rate_limit,
+        )  # fmt: skip
         if token.expires_at is not None:  # cached no longer than the token lives
             ttl = min(ttl, (token.expires_at - timezone.now()).total_seconds())
-    with _lock:
-        _cache[digest] = (now + ttl, identity)
+    _cache.put(digest, identity, now + ttl, generation)
     return identity
 
 
 def cached_lookup(raw: str) -> tuple[bool, TokenIdentity | None]:
     """(hit, identity) from the cache alone, never the database: for async callers,
     which send a miss to `lookup_token` through sync_to_async."""
-    hit = _cache.get(hash_token(raw))
-    if hit and hit[0] > time.monotonic():
-        return True, hit[1]
-    return False, None
+    if len(raw) > MAX_TOKEN_CHARS:
+        return True, None
+    return _cache.get(hash_token(raw), time.monotonic())
 
 
 def touch_last_used(identity: TokenIdentity) -> None:
@@ -83,6 +164,8 @@ def touch_last_used(identity: TokenIdentity) -> None:
     now = time.monotonic()
     if now - _last_used_written.get(identity.token_id, -1e9) < LAST_USED_RESOLUTION_SECONDS:
         return
+    if len(_last_used_written) >= MAX_CACHED_TOKENS:
+        _last_used_written.clear()
     _last_used_written[identity.token_id] = now
     stamp = timezone.now()
     ApiToken.objects.filter(pk=identity.token_id).filter(
@@ -92,8 +175,81 @@ def touch_last_used(identity: TokenIdentity) -> None:
 
 def forget_tokens() -> None:
     """Drop the cache (a token was revoked or changed)."""
-    with _lock:
-        _cache.clear()
+    _cache.clear()
+
+
+# --- the shared generation (Redis) ----------------------------------------------------------
+
+_seen_generation: int | None = None
+_redis_client = None
+_warned_at = -1e9
+
+
+def generation_key() -> str:
+    return f"{settings.CHANNEL_PREFIX}:tokens:generation"
+
+
+def _warn(what: str, exc: Exception) -> None:
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at > 60:
+        _warned_at = now
+        log.warning("token generation: cannot %s Redis (%s); cached tokens are dropped every %ss meanwhile",
+                    what, type(exc).__name__, GENERATION_CHECK_SECONDS)  # fmt: skip
+
+
+def bump_generation() -> None:
+    """Move the shared generation on (one Redis INCR), after a token or tenant change is
+    committed and before this process drops its own cache. Never raises; a no-op without
+    REDIS_URL (one process: the local drop is the whole job)."""
+    global _redis_client, _seen_generation
+    if not settings.REDIS_URL:
+        return
+    try:
+        if _redis_client is None:
+            import redis
+
+            _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        # Our own move needs no second drop: the caller drops the cache right after.
+        _seen_generation = int(_redis_client.incr(generation_key()))
+    except Exception as exc:
+        _warn("write to", exc)
+
+
+def note_generation(value: int | None) -> bool:
+    """Drop the cache if the shared generation moved since last seen, or could not be
+    read (None: changes may be going unseen). Returns whether it dropped."""
+    global _seen_generation
+    if value is not None and value == _seen_generation:
+        return False
+    _seen_generation = value
+    forget_tokens()
+    return True
+
+
+async def watch_generation(interval: float = GENERATION_CHECK_SECONDS) -> None:
+    """Read the shared generation every `interval` until cancelled (one task per server
+    process, started with routing/cache.py's invalidation listener): the bound on how
+    long a process that missed a broadcast keeps a revoked token."""
+    import redis.asyncio as redis
+
+    client = redis.from_url(settings.REDIS_URL, socket_timeout=interval, socket_connect_timeout=interval)
+    try:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                value = int(await client.get(generation_key()) or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _warn("read from", exc)
+                value = None
+            note_generation(value)
+    finally:
+        await client.aclose()
+
+
+# --- authentication -----------------------------------------------------------------------
 
 
 def parse_bearer(header: str | None) -> str | None:

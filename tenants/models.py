@@ -41,6 +41,11 @@ class Tenant(models.Model):
     # Status-derivation thresholds; empty means the defaults in routing/health.py.
     health_settings = models.JSONField(default=dict, blank=True)
     store_prompts = models.BooleanField(default=False)
+    # Requests per minute over all of the tenant's API calls (/v1 and /api/v1), shared by
+    # every process through Redis; 0 = unlimited. routing/ratelimit.py check_tenant.
+    api_rate_limit = models.PositiveIntegerField(
+        default=0, help_text="API requests per minute for all of this tenant's tokens together; 0 = unlimited."
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -34,6 +34,12 @@ def _fixed_encryption_keys(settings):
 
 
 @pytest.fixture(autouse=True)
+def _private_base_urls_allowed(settings):
+    """The fake upstream listens on 127.0.0.1; egress tests turn this off themselves."""
+    settings.AXONFLOW_ALLOW_PRIVATE_BASE_URLS = True
+
+
+@pytest.fixture(autouse=True)
 def _fresh_caches():
     from console import live
     from routing import cache, ratelimit

@@ -20,6 +20,7 @@ from providers.adapters.base import CompletionRequest, MalformedResponse, Messag
 from providers.adapters.http import Clocks
 from providers.fake_upstream import bedrock as fake_bedrock
 from providers.pricing import actual_cost
+from tenants.models import Tenant
 from tests.fixtures_upstream import adapter_for, assert_stream_matches_completion, stream_until_error
 
 pytestmark = pytest.mark.usefixtures("http_session")
@@ -33,8 +34,10 @@ AUTH = re.compile(
 
 
 @pytest.fixture(autouse=True)
-def aws_env(monkeypatch, tmp_path):
-    """Test credentials in the environment; no shared files, no instance metadata."""
+def aws_env(monkeypatch, tmp_path, settings):
+    """Test credentials in the environment; no shared files, no instance metadata. The
+    configs belong to `acme`, which may use the server's credentials (the chain)."""
+    settings.AXONFLOW_AMBIENT_AWS_TENANTS = ["acme"]
     for name in (
         "AWS_PROFILE",
         "AWS_SESSION_TOKEN",
@@ -54,7 +57,8 @@ def aws_env(monkeypatch, tmp_path):
 
 
 def make(upstream, label: str = "br", key: str = "", **fields) -> bedrock.BedrockProvider:
-    return adapter_for(upstream, "bedrock", label, key, **{"model": MODEL, "region": "us-east-1", **fields})
+    fields = {"model": MODEL, "region": "us-east-1", "tenant": Tenant(slug="acme"), **fields}
+    return adapter_for(upstream, "bedrock", label, key, **fields)
 
 
 def request(**fields) -> CompletionRequest:

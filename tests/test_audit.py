@@ -263,6 +263,7 @@ def test_deleting_a_tenant_in_the_admin_takes_its_log_with_it(root_client, acme,
 
 def test_load_demo_is_audited_as_the_command_once(run_manage, settings):
     settings.AXONFLOW_ALLOW_PRIVATE_BASE_URLS = True
+    settings.DEBUG = True  # load_demo runs only in DEBUG (or with --allow-production)
     out = run_manage("load_demo", "--upstream", "http://127.0.0.1:8100")
     from tenants.models import Tenant
 

@@ -63,7 +63,8 @@ def test_createtoken_prints_a_working_token_once(db):
     assert raw not in (token.token_hash, token.prefix)
 
 
-def test_load_demo_is_idempotent(db, as_tenant):
+def test_load_demo_is_idempotent(db, as_tenant, settings):
+    settings.DEBUG = True  # as `make run` runs it (see test_load_demo_refuses_outside_debug)
     run("load_demo", "--upstream", "http://127.0.0.1:8100")
     run("load_demo", "--upstream", "http://127.0.0.1:8100")
     tenant = Tenant.objects.get(slug="demo")
@@ -71,3 +72,20 @@ def test_load_demo_is_idempotent(db, as_tenant):
         assert ProviderConfig.objects.filter(tenant=tenant).count() == 3
     assert get_user_model().objects.get(username="demo").check_password("demo-password")
     assert ApiToken.objects.filter(tenant=tenant).count() == 1
+
+
+def test_load_demo_refuses_outside_debug_and_creates_nothing(db, settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="--allow-production"):
+        run("load_demo", "--upstream", "http://127.0.0.1:8100")
+    assert not Tenant.objects.exists()
+    assert not get_user_model().objects.filter(username="demo").exists()
+    assert not ApiToken.objects.exists()
+
+
+def test_load_demo_runs_outside_debug_only_when_asked(db, settings):
+    settings.DEBUG = False
+    out = run("load_demo", "--upstream", "http://127.0.0.1:8100", "--allow-production")
+    assert "shown once" in out
+    assert get_user_model().objects.get(username="demo").is_superuser
+    assert ApiToken.objects.filter(tenant__slug="demo").count() == 1

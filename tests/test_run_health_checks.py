@@ -200,6 +200,7 @@ def spawn_worker(*args: str) -> subprocess.Popen:
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
         "LOG_LEVEL": "WARNING",
+        "AXONFLOW_ALLOW_PRIVATE_BASE_URLS": "true",  # the fake upstream is on 127.0.0.1
     }
     env.pop("REDIS_URL", None)  # the board is not under test here
     return subprocess.Popen(

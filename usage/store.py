@@ -1,11 +1,18 @@
 """How queued usage entries become rows: UsageRecords by one executemany INSERT, and
 per-minute MetricBuckets per provider (created, or updated under a row lock so several
 processes can share a minute). Called by usage/writer.py's thread, one tenant at a
-time inside its RLS context."""
+time inside its RLS context.
+
+Counts and costs are clamped into their columns' ranges first (`clamp_entry`): they come
+from upstream answers, which are untrusted, and one value a column refuses (a negative
+count in an unsigned column) would fail the tenant's whole batch on every retry."""
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import time
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +29,68 @@ from usage.models import MetricBucket, UsageRecord
 
 if TYPE_CHECKING:
     from usage.entry import Entry
+
+log = logging.getLogger("axonflow.usage")
+
+MAX_TOKENS = 2_147_483_647  # PositiveIntegerField's upper bound on PostgreSQL
+MAX_RECORD_COST = Decimal("999999.99999999")  # UsageRecord.cost: 14 digits, 8 decimal places
+MAX_BUCKET_COST = Decimal("99999999.99999999")  # MetricBucket.cost: 16 digits, 8 decimal places
+MAX_LATENCY_MS = 86_400_000.0  # a day
+clamped_values = 0  # values clamp_entry changed since start (for metrics)
+_warned_at = -1e9
+
+
+def _count(value) -> int:
+    if type(value) is int and 0 <= value <= MAX_TOKENS:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return min(MAX_TOKENS, max(0, int(value)))
+    return 0
+
+
+def _cost(value) -> Decimal:
+    if isinstance(value, Decimal) and value.is_finite() and 0 <= value <= MAX_RECORD_COST:
+        return value
+    try:
+        value = Decimal(value)
+    except (ArithmeticError, TypeError, ValueError):
+        return Decimal(0)
+    return min(MAX_RECORD_COST, max(Decimal(0), value)) if value.is_finite() else Decimal(0)
+
+
+def _latency(value) -> float:
+    if type(value) in (float, int) and 0 <= value <= MAX_LATENCY_MS:  # NaN fails both comparisons
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return min(MAX_LATENCY_MS, max(0.0, float(value)))
+    return 0.0
+
+
+def clamp_entry(entry: Entry) -> bool:
+    """Bring the entry's tokens, cost and latencies into their columns' ranges, in place
+    (a negative, non-numeric or infinite value becomes 0); True if anything changed.
+    Logged at most once a minute, counted in `clamped_values`. Each helper returns a
+    valid value itself, so "changed" is an identity test (no comparison can raise)."""
+    global clamped_values, _warned_at
+    before = (entry.prompt_tokens, entry.completion_tokens, entry.cost, entry.latency_ms)
+    entry.prompt_tokens, entry.completion_tokens = _count(entry.prompt_tokens), _count(entry.completion_tokens)
+    if entry.prompt_tokens + entry.completion_tokens > MAX_TOKENS:  # total_tokens is a column too
+        entry.completion_tokens = MAX_TOKENS - entry.prompt_tokens
+    entry.cost, entry.latency_ms = _cost(entry.cost), _latency(entry.latency_ms)
+    after = (entry.prompt_tokens, entry.completion_tokens, entry.cost, entry.latency_ms)
+    changed = any(a is not b for a, b in zip(before, after, strict=True))
+    for attempt in entry.attempts:
+        latency = attempt.get("latency_ms")
+        if latency is not None and _latency(latency) is not latency:
+            attempt["latency_ms"], changed = _latency(latency), True
+    if changed:
+        clamped_values += 1
+        now = time.monotonic()
+        if now - _warned_at > 60:
+            _warned_at = now
+            log.warning("usage of request %s held values out of range (tokens %r/%r, cost %r); stored clamped",
+                        entry.request_id, *before[:3])  # fmt: skip
+    return changed
 
 
 def _minute(moment: datetime) -> datetime:
@@ -67,7 +136,7 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Window
                         latency_histogram=t.histogram,
                         prompt_tokens=t.prompt_tokens,
                         completion_tokens=t.completion_tokens,
-                        cost=t.cost,
+                        cost=min(MAX_BUCKET_COST, t.cost),
                     )
                 return
             except IntegrityError:
@@ -81,7 +150,7 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Window
         bucket.latency_histogram = [a + b for a, b in zip(histogram, t.histogram, strict=False)]
         bucket.prompt_tokens += t.prompt_tokens
         bucket.completion_tokens += t.completion_tokens
-        bucket.cost += t.cost
+        bucket.cost = min(MAX_BUCKET_COST, bucket.cost + t.cost)
         bucket.save()
         return
     raise IntegrityError(f"metric bucket for provider {provider_id} at {minute} could not be written")
@@ -154,6 +223,8 @@ def write_tenant(tenant_id: int, entries: list[Entry]) -> None:
     """Write one tenant's entries in its RLS context (one transaction)."""
     if not Tenant.objects.filter(pk=tenant_id).exists():
         return  # the tenant was deleted since: its usage goes with it
+    for entry in entries:
+        clamp_entry(entry)
     with tenant_context(tenant_id):
         ids = {i for e in entries for i in [e.provider_id, *e.attempt_ids] if i is not None}
         live = set(ProviderConfig.objects.filter(tenant_id=tenant_id, pk__in=ids).values_list("pk", flat=True))

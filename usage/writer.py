@@ -10,9 +10,15 @@ waiting, and per tenant, inside that tenant's RLS context, in one transaction:
   latency sum and histogram on usage/metrics.py's bounds, tokens, cost), creating the
   row or updating it under a row lock so several processes can share a minute.
 
-The SQL is in usage/store.py. A failed write keeps the entries for the next round
-(bounded by MAX_PENDING); the ASGI shutdown hook and an atexit hook flush what is
-left, so nothing is lost on a clean stop.
+The SQL is in usage/store.py. A failed write keeps the entries for the next round,
+except when the database refused the data itself (DataError, IntegrityError): then the
+tenant's entries are written one by one and only the one that cannot be stored is
+dropped (logged), so no entry fails its tenant's batch forever. The ASGI shutdown hook
+and an atexit hook flush what is left, so nothing is lost on a clean stop.
+
+The queue is bounded at MAX_PENDING entries, new and requeued alike: when the writer is
+stuck (the database is away) and the queue is full, entries are dropped, counted in
+`writer.dropped` and logged at most once a minute, never silently.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from collections import defaultdict, deque
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import OperationalError, close_old_connections
+from django.db import DataError, IntegrityError, OperationalError, close_old_connections
 
 from axonflow_site import events
 from usage import store
@@ -34,6 +40,7 @@ from usage.entry import Entry
 log = logging.getLogger("axonflow.usage")
 
 MAX_PENDING = 200_000
+DROP_LOG_SECONDS = 60.0
 
 
 def _write_retrying(tenant_id: int, entries: list[Entry], attempts: int = 5) -> None:
@@ -64,12 +71,18 @@ class UsageWriter:
     def __init__(self) -> None:
         self.pending: deque[Entry] = deque()
         self.autostart = True
+        self.dropped = 0  # entries lost to a full queue or refused by the database, since start
+        self._dropped_logged = 0
+        self._drop_logged_at = -1e9
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def add(self, entry: Entry) -> None:
+        if len(self.pending) >= MAX_PENDING:
+            self._drop(1, "usage queue full (is the database reachable?)")
+            return
         self.pending.append(entry)
         if self._thread is None and self.autostart:
             self.start()
@@ -111,6 +124,10 @@ class UsageWriter:
                     _write_retrying(tenant_id, entries)
                     written += len(entries)
                     announce(tenant_id, entries)
+                except (DataError, IntegrityError):
+                    log.exception("usage write refused for tenant %s; writing its %d records one by one",
+                                  tenant_id, len(entries))  # fmt: skip
+                    written += self._write_one_by_one(tenant_id, entries)
                 except Exception:
                     log.exception(
                         "usage write failed for tenant %s; %d records kept for retry", tenant_id, len(entries)
@@ -118,12 +135,41 @@ class UsageWriter:
                     self._requeue(entries)
             return written
 
+    def _write_one_by_one(self, tenant_id: int, entries: list[Entry]) -> int:
+        """Write each entry alone; drop (and count) the ones the database refuses, keep
+        the rest for retry if the database goes away meanwhile."""
+        written, kept = 0, []
+        for entry in entries:
+            try:
+                _write_retrying(tenant_id, [entry])
+                written += 1
+            except (DataError, IntegrityError):
+                log.exception("usage record %s of tenant %s cannot be stored; dropped", entry.request_id, tenant_id)
+                self._drop(1, "refused by the database")
+            except Exception:
+                kept.append(entry)
+        if written:
+            left = {id(e) for e in kept}
+            announce(tenant_id, [e for e in entries if id(e) not in left])
+        if kept:
+            self._requeue(kept)
+        return written
+
     def _requeue(self, entries: list[Entry]) -> None:
-        room = MAX_PENDING - len(self.pending)
+        room = max(0, MAX_PENDING - len(self.pending))
         if room < len(entries):
-            log.error("usage queue full: dropping %d records", len(entries) - max(room, 0))
-            entries = entries[: max(room, 0)]
+            self._drop(len(entries) - room, "usage queue full (is the database reachable?)")
+            entries = entries[:room]
         self.pending.extendleft(reversed(entries))
+
+    def _drop(self, count: int, why: str) -> None:
+        """Count entries lost; log at most once every DROP_LOG_SECONDS."""
+        self.dropped += count
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_SECONDS:
+            log.error("usage: %d record(s) dropped since the last report (%s); %d in all since start",
+                      self.dropped - self._dropped_logged, why, self.dropped)  # fmt: skip
+            self._drop_logged_at, self._dropped_logged = now, self.dropped
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread and flush what is left (shutdown)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
@@ -31,8 +31,9 @@ from providers.adapters.base import (
     classify,
     invalid_setting,
     positive_int_setting,
+    token_count,
 )
-from providers.adapters.http import BaseProvider, Call, error_message, json_object, sse_events
+from providers.adapters.http import BaseProvider, Call, check_setting_names, error_message, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -64,11 +65,14 @@ class Settings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
-        version = raw.get("anthropic_version") or API_VERSION
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        check_setting_names(raw, {f.name for f in fields(cls)})
+        version = raw.get("anthropic_version")
+        version = API_VERSION if version is None else version
         if not isinstance(version, str) or not version.replace("-", "").isdigit():
             raise invalid_setting("settings.anthropic_version must look like 2023-06-01.")
-        beta = raw.get("beta") or []
+        beta = raw.get("beta")
+        beta = [] if beta is None else beta
         if isinstance(beta, str):
             beta = [beta]
         if not isinstance(beta, list) or not all(isinstance(b, str) and b and "," not in b for b in beta):
@@ -117,8 +121,8 @@ def usage_from(data: Any) -> Usage:
     if not isinstance(data, dict):
         return Usage()
     inputs = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    prompt = sum(int(data.get(k) or 0) for k in inputs)
-    return Usage(prompt, int(data.get("output_tokens") or 0))
+    prompt = sum(token_count(data.get(k), k) for k in inputs)
+    return Usage(prompt, token_count(data.get("output_tokens"), "output_tokens"))
 
 
 def from_wire(body: Any, provider: str = "anthropic") -> CompletionResponse:
@@ -174,7 +178,8 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         elif kind == "message_delta":
             stop = (obj.get("delta") or {}).get("stop_reason") or stop
             # message_delta's output_tokens is cumulative for the whole message.
-            usage = Usage(usage.prompt_tokens, int((obj.get("usage") or {}).get("output_tokens") or 0))
+            delta_usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            usage = Usage(usage.prompt_tokens, token_count(delta_usage.get("output_tokens"), "output_tokens"))
         elif kind == "message_stop":
             yield Chunk(finish_reason=FINISH_REASONS.get(stop, stop or "stop"), usage=usage, model=model)
             return

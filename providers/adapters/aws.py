@@ -2,6 +2,10 @@
 `pip install axonflow[bedrock]`): the credential chain, SigV4 signing and the
 `application/vnd.amazon.eventstream` decoder.
 
+The server's own credential chain ("ambient" credentials: its environment, shared
+config, container or instance role) serves only the tenants the operator lists in
+AXONFLOW_AMBIENT_AWS_TENANTS (SPEC §6); every other tenant brings explicit keys.
+
 - Credential chain: https://docs.aws.amazon.com/sdkref/latest/guide/standardized-credentials.html
 - SigV4: https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv.html
 - Event stream framing: https://docs.aws.amazon.com/transcribe/latest/dg/event-stream.html
@@ -14,6 +18,9 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from django.conf import settings
+
+from axonflow_site.errors import InvalidConfig
 from providers import secrets
 from providers.adapters.base import MalformedResponse, ProviderError
 
@@ -28,24 +35,43 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
     HAVE_BOTOCORE = False
 
 Frame = tuple[Mapping[str, Any], bytes]
+AMBIENT = "AXONFLOW_AMBIENT_AWS_TENANTS"
 
-# Chain credentials per profile ("" = default). botocore's refreshable credentials
-# (assumed roles, instance and container roles) renew themselves when asked for a
-# frozen copy close to expiry, so caching the object is enough.
+# The chain's credentials, under "" (the server's default chain; there are no per-tenant
+# profiles). botocore's refreshable credentials (assumed roles, instance and container
+# roles) renew themselves when asked for a frozen copy close to expiry, so caching the
+# object is enough.
 _chain: dict[str, Any] = {}
 _chain_lock = threading.Lock()
 
 
-def _load_chain(profile: str) -> Any:
+def ambient_allowed(tenant: str) -> bool:
+    """Whether tenant `tenant` (a slug) may use the server's credential chain."""
+    return bool(tenant) and tenant in settings.AXONFLOW_AMBIENT_AWS_TENANTS
+
+
+def check_ambient(tenant: str) -> None:
+    """For saving a config without explicit keys: raise InvalidConfig (naming the
+    setting) unless the tenant may use the server's credentials."""
+    if not ambient_allowed(tenant):
+        raise InvalidConfig(
+            f"Bedrock without settings.aws_access_key_id uses the server's AWS credentials, which this "
+            f"tenant may not use ({AMBIENT}). Give settings.aws_access_key_id and the secret access key "
+            "as the API key or secret_ref.",
+            {"field": "settings", "setting": "aws_access_key_id"},
+        )
+
+
+def _load_chain() -> Any:
     import botocore.session
 
     with _chain_lock:
-        if profile not in _chain:
-            credentials = botocore.session.Session(profile=profile or None).get_credentials()
+        if "" not in _chain:
+            credentials = botocore.session.Session().get_credentials()
             if credentials is None:
                 return None  # not cached: credentials provided later are picked up
-            _chain[profile] = credentials
-        return _chain[profile]
+            _chain[""] = credentials
+        return _chain[""]
 
 
 def forget_credentials() -> None:
@@ -54,17 +80,21 @@ def forget_credentials() -> None:
         _chain.clear()
 
 
-async def frozen_credentials(profile: str, access_key_id: str, secret: str, provider: str) -> Any:
-    """Explicit keys when `access_key_id` is given, else the chain's current credentials.
+async def frozen_credentials(access_key_id: str, secret: str, provider: str, tenant: str) -> Any:
+    """Explicit keys when `access_key_id` is given, else the chain's current credentials,
+    for a tenant named in AXONFLOW_AMBIENT_AWS_TENANTS only.
 
     The chain is resolved (and refreshed) off the event loop, since it may read files or
     call the instance metadata service. Raises a retryable ProviderError when nothing is
-    found, so the router fails over to a provider that is configured."""
+    found or the tenant may not use it, so the router fails over to another provider."""
     if access_key_id:
         if not secret:
             raise ProviderError(provider, None, "aws_access_key_id is set but the secret key (api_key) is not", True)
         return Credentials(access_key_id, secret).get_frozen_credentials()
-    credentials = _chain.get(profile) or await asyncio.to_thread(_load_chain, profile)
+    if not ambient_allowed(tenant):
+        message = f"no aws_access_key_id, and this tenant may not use the server's AWS credentials ({AMBIENT})"
+        raise ProviderError(provider, None, message, True)
+    credentials = _chain.get("") or await asyncio.to_thread(_load_chain)
     if credentials is None:
         raise ProviderError(provider, None, "no AWS credentials found (environment, profile or instance role)", True)
     needs_refresh = getattr(credentials, "refresh_needed", None)

@@ -8,6 +8,8 @@ router whether to fail over (SPEC §2 rule 4).
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from axonflow_site.errors import InvalidConfig
 from providers import secrets
+
+log = logging.getLogger("axonflow.adapters")
+
+MAX_TOKEN_COUNT = 10_000_000  # more in one request is not a count, it is an upstream bug
 
 # --- normalized request and response -------------------------------------------------
 
@@ -47,6 +53,44 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+_untrusted_warned_at = -1e9
+untrusted_counts_dropped = 0  # token counts token_count() refused since start (for metrics)
+
+
+def token_count(value: Any, field: str = "tokens") -> int:
+    """A token count from an upstream's answer, which is untrusted: an int (or a whole
+    float or numeric string) from 0 to MAX_TOKEN_COUNT. Anything else (negative,
+    fractional, NaN, infinite, absurd, not a number) counts as 0 and is logged at most
+    once a minute. Never raises: a bad count must not fail the request, nor later the
+    usage batch that stores it (the columns are unsigned)."""
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value  # the common case, first
+    if value is None:
+        return 0
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        return _untrusted(field, value)
+    if not math.isfinite(number) or number < 0 or number > MAX_TOKEN_COUNT or number != int(number):
+        return _untrusted(field, value)
+    return int(number)
+
+
+def _untrusted(field: str, value: Any) -> int:
+    global _untrusted_warned_at, untrusted_counts_dropped
+    untrusted_counts_dropped += 1
+    now = time.monotonic()
+    if now - _untrusted_warned_at > 60:
+        _untrusted_warned_at = now
+        log.warning("an upstream reported %s = %.40r; counted as 0 (refused since start: %d)",
+                    field, value, untrusted_counts_dropped)  # fmt: skip
+    return 0
 
 
 @dataclass(slots=True)

@@ -13,12 +13,13 @@
   (JSON `{"message"}` with the exception name in the `x-amzn-ErrorType` header)
 - Health: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_ListFoundationModels.html
 
-Credentials: by default the standard AWS chain (environment, shared config/profile,
-container or instance role) via botocore, resolved once per process and profile and
-refreshed by botocore before they expire. A config may instead carry explicit keys:
-`settings.aws_access_key_id` plus the secret access key as the config's (encrypted)
-api_key. Either way every secret is registered with secrets.scrub(). Credentials,
-signing and event-stream decoding live in providers/adapters/aws.py.
+Credentials: explicit keys, `settings.aws_access_key_id` plus the secret access key as
+the config's (encrypted) api_key or secret_ref; or, without them, the server's own AWS
+chain (environment, shared config, container or instance role) via botocore, resolved
+once per process and refreshed by botocore before expiry, for the tenants named in
+AXONFLOW_AMBIENT_AWS_TENANTS only (refused when saved and when used, for any other).
+Tenants cannot pick a profile. Every secret is registered with secrets.scrub().
+Credentials, signing and event-stream decoding live in providers/adapters/aws.py.
 
 botocore is optional (`pip install axonflow[bedrock]`); without it, building this
 provider raises InvalidConfig.
@@ -28,13 +29,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import yarl
 
 from axonflow_site.errors import InvalidConfig
+from providers import secrets
 from providers.adapters import aws
 from providers.adapters.base import (
     Chunk,
@@ -51,8 +53,9 @@ from providers.adapters.base import (
     present,
     require_list,
     timed_probe,
+    token_count,
 )
-from providers.adapters.http import BaseProvider, Call, error_message, json_object
+from providers.adapters.http import BaseProvider, Call, check_setting_names, error_message, json_object
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -92,25 +95,32 @@ HEALTH_PROBES = ("list_models", "converse")
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """`config.settings` for bedrock: `aws_access_key_id` (with the secret as api_key),
-    `profile` (a named profile of the shared AWS config) and `health_probe`
-    ("list_models", the default, or "converse": a one-token Converse call, for
-    roles allowed to invoke models but not to list them)."""
+    """`config.settings` for bedrock: `aws_access_key_id` (with the secret as api_key)
+    and `health_probe` ("list_models", the default, or "converse": a one-token Converse
+    call, for roles allowed to invoke models but not to list them). There is no
+    `profile`: the server's credential chain is the operator's, not a tenant's to pick."""
 
     aws_access_key_id: str = ""
-    profile: str = ""
     health_probe: str = "list_models"
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
-        values = {name: raw.get(name, default) for name, default in (
-            ("aws_access_key_id", ""), ("profile", ""), ("health_probe", "list_models"))}  # fmt: skip
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        if "profile" in raw:
+            raise InvalidConfig(
+                "settings.profile is not supported: tenants cannot pick AWS profiles. Give "
+                "settings.aws_access_key_id and the secret access key as the API key.",
+                {"field": "settings", "setting": "profile"},
+            )
+        check_setting_names(raw, {f.name for f in fields(cls)})
+        values = {f.name: raw.get(f.name, f.default) for f in fields(cls)}
         for name, value in values.items():
             if not isinstance(value, str):
                 raise invalid_setting(f"settings.{name} must be a string.")
         if values["health_probe"] not in HEALTH_PROBES:
             raise invalid_setting("settings.health_probe must be list_models or converse.")
+        if len(values["aws_access_key_id"]) > 128:
+            raise invalid_setting("settings.aws_access_key_id must be at most 128 characters.")
         return cls(**values)
 
 
@@ -133,7 +143,8 @@ def to_wire(req: CompletionRequest) -> dict:
 
 def usage_from(raw: Any) -> Usage:
     raw = raw if isinstance(raw, dict) else {}
-    return Usage(prompt_tokens=int(raw.get("inputTokens") or 0), completion_tokens=int(raw.get("outputTokens") or 0))
+    prompt, completion = raw.get("inputTokens"), raw.get("outputTokens")
+    return Usage(token_count(prompt, "inputTokens"), token_count(completion, "outputTokens"))
 
 
 def stop_reason(raw: str | None) -> str | None:
@@ -229,6 +240,13 @@ class BedrockProvider(BaseProvider):
     settings_class = Settings
     call_class = BedrockCall
 
+    @classmethod
+    def check_tenant(cls, settings: Settings, tenant: str) -> None:
+        """When saved (registry.check_settings): without explicit keys, the tenant must
+        be one the operator lets use the server's credentials. Raises InvalidConfig."""
+        if not settings.aws_access_key_id:
+            aws.check_ambient(tenant)
+
     def __init__(self, config: ProviderConfig):
         if not aws.HAVE_BOTOCORE:
             raise InvalidConfig(
@@ -246,7 +264,8 @@ class BedrockProvider(BaseProvider):
             headers["Content-Type"] = "application/json"
         key_id = self.settings.aws_access_key_id
         secret = self.api_key if key_id else ""
-        credentials = await aws.frozen_credentials(self.settings.profile, key_id, secret, self.name)
+        tenant = "" if key_id else secrets.tenant_slug(self.config)
+        credentials = await aws.frozen_credentials(key_id, secret, self.name, tenant)
         signed = aws.sign(method, url, data, headers, credentials, SERVICE, self.region)
         # encoded=True: send the path exactly as signed (yarl would decode %3A to ':').
         return await call.open(method, yarl.URL(url, encoded=True), signed, data=data if body is not None else None)

@@ -15,22 +15,34 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from providers.adapters import openai
 from providers.adapters.base import invalid_setting
+from providers.adapters.http import check_setting_names
 
 # RFC 9110 token characters for header names.
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-# Headers the HTTP client owns; letting settings set them would corrupt the request.
-RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-type"}
+# Headers the HTTP client owns: the host and framing, and the hop-by-hop headers of
+# RFC 9110 §7.6.1 (plus Proxy-*). Letting settings set them would corrupt the request or
+# steer it past the egress guard (a Host header for another virtual host, a smuggled body).
+RESERVED_HEADERS = {
+    "host", "content-length", "transfer-encoding", "connection", "content-type", "keep-alive", "te", "trailer",
+    "upgrade",
+}  # fmt: skip
+RESERVED_PREFIXES = ("proxy-",)
 DEFAULT_AUTH_HEADER = "Authorization"
 DEFAULT_AUTH_SCHEME = "Bearer"
 
 
 def _header_name(name: Any, what: str) -> str:
-    if not isinstance(name, str) or not HEADER_NAME_RE.match(name) or name.lower() in RESERVED_HEADERS:
+    if (
+        not isinstance(name, str)
+        or not HEADER_NAME_RE.match(name)
+        or name.lower() in RESERVED_HEADERS
+        or name.lower().startswith(RESERVED_PREFIXES)
+    ):
         raise invalid_setting(f"settings.{what} must be a valid, non-reserved HTTP header name.")
     return name
 
@@ -56,8 +68,10 @@ class Settings(openai.Settings):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
-        extra = raw.get("headers") or {}
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        check_setting_names(raw, {f.name for f in fields(cls)})
+        extra = raw.get("headers")
+        extra = {} if extra is None else extra
         if not isinstance(extra, dict):
             raise invalid_setting("settings.headers must be an object of header names to values.")
         headers = tuple((_header_name(k, "headers"), _header_value(v, f"headers.{k}")) for k, v in extra.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -35,8 +35,9 @@ from providers.adapters.base import (
     classify,
     invalid_setting,
     present,
+    token_count,
 )
-from providers.adapters.http import BaseProvider, Call, json_object, sse_events
+from providers.adapters.http import BaseProvider, Call, check_setting_names, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -74,11 +75,13 @@ class Settings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        check_setting_names(raw, {f.name for f in fields(cls)})
         version = raw.get("api_version", API_VERSION)
         if not isinstance(version, str) or not re.fullmatch(r"v\d+(alpha|beta)?\d*", version):
             raise invalid_setting("settings.api_version must look like v1beta or v1.")
-        safety = raw.get("safety_settings") or []
+        safety = raw.get("safety_settings")
+        safety = [] if safety is None else safety
         if not isinstance(safety, list) or not all(isinstance(s, dict) for s in safety):
             raise invalid_setting("settings.safety_settings must be a list of objects.")
         return cls(api_version=version, safety_settings=tuple(safety))
@@ -109,8 +112,10 @@ def to_wire(req: CompletionRequest, settings: Settings | None = None) -> dict:
 def usage_from(metadata: Any) -> Usage:
     metadata = metadata if isinstance(metadata, dict) else {}
     # thoughtsTokenCount is billed as output on thinking models.
-    completion = int(metadata.get("candidatesTokenCount") or 0) + int(metadata.get("thoughtsTokenCount") or 0)
-    return Usage(prompt_tokens=int(metadata.get("promptTokenCount") or 0), completion_tokens=completion)
+    completion = token_count(metadata.get("candidatesTokenCount"), "candidatesTokenCount") + token_count(
+        metadata.get("thoughtsTokenCount"), "thoughtsTokenCount"
+    )
+    return Usage(token_count(metadata.get("promptTokenCount"), "promptTokenCount"), completion)
 
 
 def _text(candidate: Mapping[str, Any]) -> str:

@@ -7,21 +7,30 @@ of a stream), `idle` (between reads of a stream) and `total` (the config's
 timeout_seconds). A socket read timeout is per read, so a server dripping one byte at a
 time never trips it; the total deadline is enforced separately with asyncio timeouts,
 for streams too.
+
+Egress (SPEC §6): the session's connector checks every address it is about to dial with
+providers.egress, whether the host is an IP literal, a fresh DNS answer or a cached one,
+and dials only checked addresses, so a name that resolved to a public address when the
+config was saved cannot rebind to the metadata service or a private one later. Redirects
+are never followed and proxy environment variables are ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from axonflow_site.errors import InvalidConfig
-from providers import secrets
+from providers import egress, secrets
 from providers.adapters.base import (
     Capabilities,
     CompletionRequest,
@@ -42,6 +51,62 @@ if TYPE_CHECKING:
     from providers.models import ProviderConfig
 
 _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+# Answers used as they are (no further getaddrinfo by the connector), as aiohttp's own resolvers mark them.
+NUMERIC_FLAGS = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+# Redirects are refused, not followed: the Location could name any address.
+REDIRECT_MESSAGE = "redirects are not followed"
+
+
+class EgressResolver(AbstractResolver):
+    """DNS for the provider session: egress.lookup (getaddrinfo) in a thread, every
+    answer checked by egress.check_address. Raises egress.EgressRefused when any answer
+    is refused, so a refused address never reaches the connector's DNS cache."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        answers = await loop.run_in_executor(None, egress.lookup, host, port, family, socket.AI_ADDRCONFIG)
+        results = []
+        for answer_family, address, answer_port in answers:
+            egress.check_address(address)
+            results.append(
+                ResolveResult(
+                    hostname=host, host=address, port=answer_port, family=answer_family, proto=0, flags=NUMERIC_FLAGS
+                )
+            )
+        if not results:
+            raise OSError(f"{host} has no address")
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+class EgressConnector(aiohttp.TCPConnector):
+    """aiohttp's connector, checking every address it will dial.
+
+    `_resolve_host` is where the connector turns a host into the addresses it connects
+    to: IP literals (which never reach the resolver), fresh answers and cached ones
+    (ttl_dns_cache) alike, so checking its result means the setting in force now
+    decides, and the checked address is the one dialled. aiohttp itself refuses
+    non-canonical IPv4 spellings (`127.1`); they are classified first, so the error
+    names what they spell."""
+
+    async def _resolve_host(self, host: str, port: int, traces: Any = None) -> list[ResolveResult]:
+        literal = egress.parse_address(host)
+        if literal is not None:
+            egress.check_address(str(literal))
+            if literal.version == 4:
+                host = str(literal)
+        results = await super()._resolve_host(host, port, traces=traces)
+        for result in results:
+            egress.check_address(result["host"])
+        return results
+
+
+# The override above is the connect-time guard: fail at import, not silently, if aiohttp renames it.
+assert callable(getattr(aiohttp.TCPConnector, "_resolve_host", None)), "aiohttp.TCPConnector._resolve_host is gone"
 
 
 def get_session() -> aiohttp.ClientSession:
@@ -51,7 +116,9 @@ def get_session() -> aiohttp.ClientSession:
     if session is None or session.closed:
         for other in [lp for lp in _sessions if lp.is_closed()]:
             _sessions.pop(other, None)
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
+        connector = EgressConnector(
+            resolver=EgressResolver(), limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
+        )
         # trust_env=False: proxy variables are ignored on the provider path.
         session = aiohttp.ClientSession(connector=connector, trust_env=False, timeout=aiohttp.ClientTimeout(total=None))
         _sessions[loop] = session
@@ -73,11 +140,14 @@ class Clocks:
 
     @classmethod
     def for_timeout(cls, total: float, options: Mapping[str, Any] | None = None) -> Clocks:
+        """The clocks for a `total` deadline; `options` (config.settings) may set the
+        other three (CLOCK_SETTINGS). Raises InvalidConfig for a bad value."""
         options = options or {}
+        connect, first_byte, idle = (clock_setting(options, name) for name in CLOCK_SETTINGS)
         return cls(
-            connect=float(options.get("connect_timeout", min(10.0, total))),
-            first_byte=float(options.get("first_byte_timeout", total)),
-            idle=float(options.get("idle_timeout", min(30.0, total))),
+            connect=float(min(10.0, total)) if connect is None else connect,
+            first_byte=float(total) if first_byte is None else first_byte,
+            idle=float(min(30.0, total)) if idle is None else idle,
             total=float(total),
         )
 
@@ -85,24 +155,90 @@ class Clocks:
         return aiohttp.ClientTimeout(total=None, sock_connect=self.connect, sock_read=self.idle)
 
 
+# Settings every adapter takes (the total deadline, timeout_seconds, caps them all).
+CLOCK_SETTINGS = ("connect_timeout", "first_byte_timeout", "idle_timeout")
+MAX_CLOCK_SECONDS = 600  # the longest timeout_seconds a provider may have
+
+
+def clock_setting(options: Mapping[str, Any], name: str) -> float | None:
+    """options[name] in seconds, None when absent. Raises InvalidConfig naming the
+    setting unless it is a number above 0 and at most MAX_CLOCK_SECONDS (so never a
+    string, a bool, NaN or infinity)."""
+    value = options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_CLOCK_SECONDS:
+        raise InvalidConfig(
+            f"settings.{name} must be a number of seconds above 0 and at most {MAX_CLOCK_SECONDS}.",
+            {"field": "settings", "setting": name},
+        )
+    return float(value)
+
+
+def check_setting_names(raw: Mapping[str, Any], known: Collection[str]) -> None:
+    """What every Settings.parse does first: raise InvalidConfig for a key that is
+    neither in `known` nor a clock setting, or for a bad clock value. `factory` is the
+    registry's (a custom provider built by a registered factory, whatever its class);
+    providers/registry.py refuses it on other types."""
+    unknown = sorted(
+        str(name) for name in raw if name not in known and name not in CLOCK_SETTINGS and name != "factory"
+    )
+    if unknown:
+        allowed = ", ".join(sorted({*known, *CLOCK_SETTINGS}))
+        raise InvalidConfig(
+            f"settings.{unknown[0][:100]} is not a setting of this provider type (known: {allowed}).",
+            {"field": "settings", "setting": unknown[0][:100]},
+        )
+    for name in CLOCK_SETTINGS:
+        clock_setting(raw, name)
+
+
+# With the "HTTP 503: " a probe puts in front, a probe's error stays within 200 characters.
+MESSAGE_CHARS = 180
+
+
+def summary(text: str) -> str:
+    """`text` as one short line (whitespace runs collapsed, at most MESSAGE_CHARS): what
+    an upstream said travels to clients, probes and the board, never what it echoed."""
+    line = " ".join(text.split())
+    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 1] + "…"
+
+
 def error_message(body: bytes) -> str:
-    """The human message from an error body in any of the providers' shapes."""
-    text = body[:4000].decode("utf-8", "replace")
+    """The human message from an error body in any of the providers' shapes, as one
+    short line (see summary). Scrubbed before it is shortened, so that the cut cannot
+    leave part of a key that secrets.scrub would no longer recognise."""
+    text = secrets.scrub(body[:4000].decode("utf-8", "replace"))
     try:
         data = json.loads(text)
     except ValueError:
-        return text.strip()[:500]
+        return summary(text)
     if isinstance(data, list) and data:
         data = data[0]
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict):
-            return str(err.get("message") or err.get("type") or err)[:500]
+            return summary(str(err.get("message") or err.get("type") or err))
         if isinstance(err, str):
-            return err[:500]
+            return summary(err)
         if "message" in data or "Message" in data:
-            return str(data.get("message") or data.get("Message"))[:500]
-    return text.strip()[:500]
+            return summary(str(data.get("message") or data.get("Message")))
+    return summary(text)
+
+
+def url_problem(url: str) -> str | None:
+    """Why no provider request may use `url` (not http(s), or carrying credentials, which
+    aiohttp would send as Basic auth), or None. The host is checked by the connector
+    (EgressConnector), where it is resolved."""
+    try:
+        parsed = yarl.URL(url)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        return "invalid base URL: only http:// and https:// URLs are dialled"
+    if parsed.user is not None or parsed.password is not None:
+        return "invalid base URL: credentials in the URL are never sent"
+    return None
 
 
 class Call:
@@ -127,6 +263,9 @@ class Call:
         """Send the request and return the response once its headers arrive.
 
         Non-2xx responses are read and raised as classified ProviderErrors."""
+        problem = url_problem(url)
+        if problem:
+            raise ProviderConnectError(self.provider, problem)
         session = get_session()
         try:
             async with self._timeout(self.clocks.first_byte):
@@ -139,13 +278,23 @@ class Call:
                     timeout=self.clocks.client_timeout(),
                     allow_redirects=False,
                 )
-                if response.status >= 300:
+                if 300 <= response.status < 400:
+                    response.release()
+                    # A misconfigured provider, not a bad request: another provider may answer.
+                    raise ProviderError(self.provider, response.status, REDIRECT_MESSAGE, retryable=True)
+                if response.status >= 400:
                     body = await response.read()
                     response.release()
                     raise self.error_for(response.status, body, response.headers)
                 return response
         except ProviderError:
             raise
+        except egress.EgressRefused as exc:
+            raise ProviderConnectError(self.provider, exc.message) from None
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, ValueError) as exc:
+            # A URL or header aiohttp will not send (a config that skipped validation): the
+            # provider's fault, never a 500.
+            raise ProviderConnectError(self.provider, f"invalid request: {type(exc).__name__}") from None
         except TimeoutError:
             raise ProviderTimeout(self.provider, "timed out waiting for the upstream's response") from None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError) as exc:
@@ -337,7 +486,13 @@ class BaseProvider:
 
     @property
     def api_key(self) -> str:
-        return secrets.resolve_api_key(self.config)
+        """The resolved key. A key that cannot be had (a refused or missing reference,
+        a key the encryption keys cannot open) fails this provider like an upstream
+        error would: retryable, so the router fails over."""
+        try:
+            return secrets.resolve_api_key(self.config)
+        except InvalidConfig as exc:
+            raise ProviderError(self.name, None, exc.message, retryable=True) from None
 
     def model_for(self, request: CompletionRequest) -> str:
         return request.model or self.model

@@ -14,7 +14,7 @@ or ollama.com's hosted API), it is sent as `Authorization: Bearer`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
@@ -29,8 +29,9 @@ from providers.adapters.base import (
     invalid_setting,
     positive_int_setting,
     present,
+    token_count,
 )
-from providers.adapters.http import BaseProvider, ndjson
+from providers.adapters.http import BaseProvider, check_setting_names, ndjson
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -51,14 +52,16 @@ class Settings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        check_setting_names(raw, {f.name for f in fields(cls)})
         keep_alive = raw.get("keep_alive")
         if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, str | int)):
             raise invalid_setting("settings.keep_alive must be a duration string or seconds.")
         num_ctx = raw.get("num_ctx")
         if num_ctx is not None:
             positive_int_setting(num_ctx, "num_ctx")
-        options = raw.get("options") or {}
+        options = raw.get("options")
+        options = {} if options is None else options
         if not isinstance(options, dict):
             raise invalid_setting("settings.options must be an object.")
         return cls(keep_alive=keep_alive, num_ctx=num_ctx, options=dict(options))
@@ -87,8 +90,8 @@ def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None
 
 def usage_from(body: Mapping[str, Any]) -> Usage:
     return Usage(
-        prompt_tokens=int(body.get("prompt_eval_count") or 0),
-        completion_tokens=int(body.get("eval_count") or 0),
+        prompt_tokens=token_count(body.get("prompt_eval_count"), "prompt_eval_count"),
+        completion_tokens=token_count(body.get("eval_count"), "eval_count"),
     )
 
 

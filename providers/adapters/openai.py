@@ -31,8 +31,9 @@ from providers.adapters.base import (
     chat_messages,
     invalid_setting,
     present,
+    token_count,
 )
-from providers.adapters.http import BaseProvider, json_object, sse_events
+from providers.adapters.http import BaseProvider, check_setting_names, json_object, sse_events
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
@@ -66,7 +67,8 @@ class Settings:
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
-        """Raises InvalidConfig naming the bad field."""
+        """Raises InvalidConfig naming the bad field (or a key it does not know)."""
+        check_setting_names(raw, {f.name for f in fields(cls)})
         return cls(**cls.parse_fields(raw))
 
     @classmethod
@@ -106,7 +108,8 @@ def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None
 def usage_from(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    return Usage(int(data.get("prompt_tokens") or 0), int(data.get("completion_tokens") or 0))
+    prompt, completion = data.get("prompt_tokens"), data.get("completion_tokens")
+    return Usage(token_count(prompt, "prompt_tokens"), token_count(completion, "completion_tokens"))
 
 
 def _raise_in_band_error(body: Mapping[str, Any], provider: str) -> None:

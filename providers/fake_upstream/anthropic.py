@@ -40,10 +40,10 @@ def error_body(status: int, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake0001"}
 
 
-def stream_error_frame() -> str:
+def stream_error_frame(message: str = "Overloaded") -> str:
     # "We may occasionally send errors in the event stream", e.g. overloaded_error
     # (https://docs.anthropic.com/en/docs/build-with-claude/streaming#error-events).
-    data = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    data = {"type": "error", "error": {"type": "overloaded_error", "message": message}}
     return f"event: error\ndata: {json.dumps(data)}\n\n"
 
 
@@ -82,7 +82,8 @@ def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, str | None, in
     pieces, stop_sequence = reply.pieces, reply.stop
     stop_reason = "max_tokens" if reply.truncated else "stop_sequence" if stop_sequence else "end_turn"
     prompt = text_of(body.get("system")) + "".join(text_of(m.get("content")) for m in messages)
-    return pieces, stop_reason, stop_sequence, count_tokens(prompt), count_tokens("".join(pieces))
+    input_tokens, output_tokens, _total = req.counts(count_tokens(prompt), count_tokens("".join(pieces)))
+    return pieces, stop_reason, stop_sequence, input_tokens, output_tokens
 
 
 @checked(_check)

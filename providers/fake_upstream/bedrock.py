@@ -184,7 +184,8 @@ def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     system = text_of(body.get("system") or [])
     prompt = count_tokens(system + "\n" + "\n".join(text_of(m["content"]) for m in messages))
     completion = count_tokens("".join(pieces))
-    return pieces, reason, {"inputTokens": prompt, "outputTokens": completion, "totalTokens": prompt + completion}
+    prompt, completion, total = req.counts(prompt, completion)
+    return pieces, reason, {"inputTokens": prompt, "outputTokens": completion, "totalTokens": total}
 
 
 @checked(_check)

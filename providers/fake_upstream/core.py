@@ -34,8 +34,11 @@ runs, the core has recorded the request, counted it, slept ``latency_ms`` and de
 on failure injection. Failures that need no wire knowledge are answered centrally:
 HTTP statuses (``"500"``, ``"429"`` + Retry-After, ``"400"``, ``"401"``, ``"529"``…,
 body from the module's ``error_body``), ``"timeout"`` (hang until the client leaves)
-and ``"echo_key"`` (401 whose message repeats the caller's key, as OpenAI's "Incorrect
-API key provided: sk-…" does). The body-level kinds are left in ``req.failure`` and
+``"echo_key"`` (401 whose message repeats the caller's key, as OpenAI's "Incorrect
+API key provided: sk-…" does, after ``error_message`` when set; the key is also sent
+back in an ``X-Echoed-Key`` header) and ``"echo_request"`` (500 whose message is
+``error_message`` followed by the whole request: method, path, every header, the
+body), which tests/test_no_leaks.py uses to prove no key escapes. The body-level kinds are left in ``req.failure`` and
 applied by the response helpers, so handlers just describe the happy path:
 
     ``await req.json(obj)``              JSON; malformed -> truncated body, cut -> drop mid-body
@@ -48,8 +51,10 @@ connection drops after ``cut_after`` chunks), ``"stall"`` (``cut_after`` chunks,
 silence until the client leaves: the idle clock), ``"drip"`` (every byte
 ``drip_ms`` apart: the total deadline) and ``"stream_error"`` (``cut_after`` events,
 then the module's ``stream_error_frame()`` -- an in-band error event, as Anthropic
-sends ``event: error`` -- and a clean end; a non-stream request gets a 500). A handler whose framing the generic helpers
-cannot break faithfully may look at ``req.failure`` itself.
+sends ``event: error`` -- and a clean end; a non-stream request gets a 500) and
+``"stream_echo_key"`` (the same, with the caller's key in the error's message). A
+handler whose framing the generic helpers cannot break faithfully may look at
+``req.failure`` itself.
 
 ``req.reply_for(prompt)`` gives the reply text (``behaviour.reply`` or an echo),
 ``split_chunks(text)`` the stream pieces (joined they equal the text) and
@@ -79,6 +84,7 @@ from providers.fake_upstream.respond import (  # re-exported: wire modules impor
     checked,
     count_tokens,
     drop,
+    echo_key_message,
     error_response,
     generate,
     hang,
@@ -88,8 +94,8 @@ from providers.fake_upstream.respond import (  # re-exported: wire modules impor
 )
 
 WIRE_MODULES = ("openai", "anthropic", "ollama", "gemini", "bedrock")
-BODY_FAILURES = ("malformed", "cut", "stall", "drip", "stream_error")
-CENTRAL_FAILURES = ("timeout", "echo_key")
+BODY_FAILURES = ("malformed", "cut", "stall", "drip", "stream_error", "stream_echo_key")
+CENTRAL_FAILURES = ("timeout", "echo_key", "echo_request")
 MAX_RECORDED = 5000
 CONTROL_PREFIX = "/_control"
 DEFAULT_LABEL_ALIAS = "-"  # /_control/-  addresses the "" label
@@ -112,6 +118,9 @@ class Behaviour:
     retry_after: str = "1"  # Retry-After header value on 429
     error_message: str = ""  # overrides the default message of HTTP failures
     require_auth: bool = True  # False: accept requests without a key (local vLLM, Ollama)
+    # [prompt, completion] reported as the usage instead of the real counts, verbatim (any
+    # JSON value: -5, "many", 1e30): upstream data is untrusted (tests/test_untrusted_usage.py)
+    token_counts: list | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Behaviour | None = None) -> Behaviour:
@@ -133,6 +142,8 @@ class Behaviour:
             raise ValueError(f"unknown failure_kind {kind!r}")
         if self.latency_ms < 0 or self.chunk_delay_ms < 0 or self.drip_ms < 0 or self.fail_next < 0:
             raise ValueError("delays and fail_next must not be negative")
+        if self.token_counts is not None and (not isinstance(self.token_counts, list) or len(self.token_counts) != 2):
+            raise ValueError("token_counts must be [prompt, completion] or null")
         self.failure_kind = kind
         self.retry_after = str(self.retry_after)
 
@@ -311,8 +322,13 @@ async def inject(req: FakeRequest, b: Behaviour) -> web.StreamResponse | None:
         drop(req.http)
         return web.Response(status=504)
     if kind == "echo_key":
-        message = f"Incorrect API key provided: {caller_key(req.http)}. You can find your API key in your account."
-        return req.error(401, message)
+        key = caller_key(req.http)
+        return req.error(401, b.error_message + echo_key_message(key), {"X-Echoed-Key": key})
+    if kind == "echo_request":
+        http = req.http
+        lines = [f"{http.method} {http.path_qs}", *(f"{k}: {v}" for k, v in http.headers.items()), ""]
+        dump = "\n".join(lines) + req.raw.decode("utf-8", "replace")
+        return req.error(500, f"{b.error_message}Could not process this request:\n{dump}")
     status = int(kind)
     headers = {"Retry-After": b.retry_after} if status == 429 else None
     return req.error(status, b.error_message or DEFAULT_MESSAGES.get(status, f"HTTP {status}"), headers)

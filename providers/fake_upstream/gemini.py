@@ -11,6 +11,7 @@ A last user message containing BLOCK_MARKER gets the blocked-prompt answer (200,
 
 from __future__ import annotations
 
+import json
 import re
 import zlib
 
@@ -60,8 +61,8 @@ def error_body(status: int, message: str) -> dict:
     return {"error": error}
 
 
-def stream_error_frame() -> str:
-    body = '{"error":{"code":500,"message":"An internal error has occurred.","status":"INTERNAL"}}'
+def stream_error_frame(message: str = "An internal error has occurred.") -> str:
+    body = json.dumps({"error": {"code": 500, "message": message, "status": "INTERNAL"}}, separators=(",", ":"))
     return f"data: {body}\n\n"
 
 
@@ -105,7 +106,8 @@ def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict, str]:
     system = text_of((body.get("systemInstruction") or {}).get("parts"))
     prompt = count_tokens(system + "\n" + "\n".join(text_of(c.get("parts")) for c in contents))
     completion = count_tokens("".join(pieces))
-    usage = {"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": prompt + completion}
+    prompt, completion, total = req.counts(prompt, completion)
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": total}
     return pieces, reason, usage, last
 
 
@@ -148,7 +150,10 @@ async def stream_generate(req: FakeRequest) -> web.StreamResponse:
         for i, piece in enumerate(pieces):
             sent += piece
             so_far = {**usage, "candidatesTokenCount": count_tokens(sent)}
-            so_far["totalTokenCount"] = so_far["promptTokenCount"] + so_far["candidatesTokenCount"]
+            if req.behaviour.token_counts is None:
+                so_far["totalTokenCount"] = so_far["promptTokenCount"] + so_far["candidatesTokenCount"]
+            else:
+                so_far = usage
             final = reason if i == len(pieces) - 1 else None
             events.append(_response(piece, final, usage if final else so_far, model, response_id))
     if req.http.query.get("alt") != "sse":

@@ -7,6 +7,7 @@ does this module.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from aiohttp import web
@@ -22,10 +23,10 @@ def error_body(status: int, message: str) -> dict:
     return {"error": message}
 
 
-def stream_error_frame() -> str:
+def stream_error_frame(message: str = "an error was encountered while running the model") -> str:
     # Once streaming started the status stays 200 and the error is one more line
     # (https://docs.ollama.com/api/errors#errors-that-occur-while-streaming).
-    return '{"error":"an error was encountered while running the model"}\n'
+    return json.dumps({"error": message}, separators=(",", ":")) + "\n"
 
 
 def _now() -> str:
@@ -57,12 +58,13 @@ def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     reply = generate(req.reply_for(last_text(messages)), options.get("stop"), options.get("num_predict"))
     pieces, reason = reply.pieces, "length" if reply.truncated else "stop"
     prompt = "\n".join(text_of(m.get("content")) for m in messages)
+    prompt_count, eval_count, _total = req.counts(count_tokens(prompt), count_tokens("".join(pieces)))
     counts = {
         "total_duration": 174560334,
         "load_duration": 101397084,
-        "prompt_eval_count": count_tokens(prompt),
+        "prompt_eval_count": prompt_count,
         "prompt_eval_duration": 13074791,
-        "eval_count": count_tokens("".join(pieces)),
+        "eval_count": eval_count,
         "eval_duration": 52479709,
     }
     return pieces, reason, counts

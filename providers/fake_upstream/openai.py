@@ -49,10 +49,11 @@ def answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict]:
     pieces, finish = reply.pieces, "length" if reply.truncated else "stop"
     prompt_tokens = count_tokens("\n".join(text_of(m.get("content")) for m in messages if isinstance(m, dict)))
     completion_tokens = count_tokens("".join(pieces))
+    prompt_tokens, completion_tokens, total_tokens = req.counts(prompt_tokens, completion_tokens)
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "total_tokens": total_tokens,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
@@ -69,10 +70,10 @@ def _unauthenticated(req: FakeRequest) -> bool:
     return req.behaviour.require_auth and (not auth.startswith("Bearer ") or len(auth) <= 7)
 
 
-def stream_error_frame() -> str:
+def stream_error_frame(message: str = "The server had an error while processing your request.") -> str:
     # Mid-stream failures arrive as a data line holding an error object (openai-python
     # _streaming.py raises APIError when a chunk has "error").
-    error = error_body(500, "The server had an error while processing your request.")
+    error = error_body(500, message)
     return f"data: {json.dumps(error)}\n\n"
 
 

@@ -129,6 +129,15 @@ class FakeRequest:
             return self.behaviour.reply
         return f"Echo: {prompt.strip()[:400]}" if prompt.strip() else "Hello from the fake upstream."
 
+    def counts(self, prompt: int, completion: int) -> tuple[Any, Any, Any]:
+        """(prompt, completion, total) as the usage reports them: the real counts, or
+        the behaviour's `token_counts` verbatim (total: their sum when both are numbers)."""
+        if self.behaviour.token_counts is None:
+            return prompt, completion, prompt + completion
+        prompt, completion = self.behaviour.token_counts
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (prompt, completion))
+        return prompt, completion, prompt + completion if numbers else prompt
+
     def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         """The provider-shaped error response (module.error_body)."""
         return error_response(self.route.module, status, message, headers)
@@ -136,6 +145,8 @@ class FakeRequest:
     async def json(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.StreamResponse:
         if self.failure == "stream_error":
             return self.error(500, DEFAULT_MESSAGES[500])
+        if self.failure == "stream_echo_key":
+            return self.error(500, echo_key_message(caller_key(self.http)))
         data = json.dumps(obj, separators=(",", ":")).encode()
         if self.failure == "malformed":
             return web.Response(body=data[: max(1, len(data) // 2)], status=status, content_type="application/json")
@@ -164,9 +175,10 @@ class FakeRequest:
         n = self.behaviour.cut_after
         if self.failure == "malformed":
             encoded = encoded[:n] + [bad] + encoded[n:]
-        elif self.failure == "stream_error":
+        elif self.failure in ("stream_error", "stream_echo_key"):
             frame = getattr(self.route.module, "stream_error_frame", None)
-            encoded = encoded[:n] + ([frame().encode()] if frame else [bad])
+            echo = [echo_key_message(caller_key(self.http))] if self.failure == "stream_echo_key" else []
+            encoded = encoded[:n] + ([frame(*echo).encode()] if frame else [bad])
         return await self._stream_bytes(encoded, content_type, headers)
 
     async def _stream_bytes(self, chunks: list[bytes], content_type: str, headers=None) -> web.StreamResponse:
@@ -229,6 +241,10 @@ DEFAULT_MESSAGES = {
 def error_response(module: ModuleType | None, status: int, message: str, headers=None) -> web.Response:
     body = module.error_body(status, message) if module and hasattr(module, "error_body") else {"error": message}
     return web.json_response(body, status=status, headers=headers)
+
+
+def echo_key_message(key: str) -> str:
+    return f"Incorrect API key provided: {key}. You can find your API key in your account."
 
 
 def caller_key(http: web.Request) -> str:

@@ -21,9 +21,11 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from axonflow_site.errors import PayloadTooLarge, Unauthorized
 from providers.adapters.base import CompletionRequest, Message
 from routing import router
-from routing.api.base import check_body_size
+from routing.api.base import JSONOnly, check_body_size, check_query
+from routing.api.schema import APISchema
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer
 from routing.cache import get_snapshot
+from routing.ratelimit import check_tenant
 from routing.route import Caller, RouteResult, new_request_id, usage_dict
 from routing.router import RouteStream, StreamFailed
 from routing.selection import RoutingOptions
@@ -102,6 +104,19 @@ async def api_events(stream: RouteStream, request_id: str) -> AsyncIterator[byte
         await chunks.aclose()
 
 
+# One server-sent event of a streamed answer, as the schema describes each event.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["chunk", "done", "error"]},
+        "data": {
+            "type": "string",
+            "description": "chunk: {delta}; done: the JSON answer's fields but content; error: the error envelope",
+        },
+    },
+    "required": ["event", "data"],
+}
+ANSWERED = "JSON, or with `stream: true` server-sent events: `chunk` events, then `done` (or `error`)"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 IDENTITY_ATTR = "axonflow_identity"
 
@@ -120,6 +135,9 @@ class ResolvedBearerAuthentication(BearerTokenAuthentication):
 class CompletionsView(APIView):
     authentication_classes = [ResolvedBearerAuthentication]
     permission_classes = [HasCompletionsToken]
+    throttle_classes = []  # the tenant's API rate limit is checked in async_dispatch, on the loop
+    schema = APISchema()
+    content_negotiation_class = JSONOnly
 
     async def async_dispatch(self, request, *args, **kwargs):
         """adrf's async_dispatch, except that DRF's `initial` (authentication, permission,
@@ -133,6 +151,7 @@ class CompletionsView(APIView):
             identity = await identify(request.META.get("HTTP_AUTHORIZATION"), in_request=True)
             setattr(request, IDENTITY_ATTR, identity)
             self.initial(drf_request, *args, **kwargs)
+            await check_tenant(identity)
             handler = getattr(self, request.method.lower(), None)
             if request.method.lower() not in self.http_method_names or handler is None:
                 handler = self.http_method_not_allowed
@@ -148,9 +167,8 @@ class CompletionsView(APIView):
         operation_id="completions_create",
         request=CompletionRequestSerializer,
         responses={
-            200: OpenApiResponse(
-                CompletionResponseSerializer, description="JSON, or text/event-stream with stream: true"
-            ),
+            (200, "application/json"): OpenApiResponse(CompletionResponseSerializer, description=ANSWERED),
+            (200, "text/event-stream"): OpenApiResponse(SSE_EVENT, description=ANSWERED),
             400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
@@ -164,6 +182,8 @@ class CompletionsView(APIView):
     )
     async def post(self, request):
         check_body_size(request)
+        if request._request.META.get("QUERY_STRING"):
+            check_query(request, frozenset())
         if len(request._request.body) > settings.AXONFLOW_MAX_BODY_BYTES:  # chunked, no Content-Length
             raise PayloadTooLarge("The request body is too large.", {"limit_bytes": settings.AXONFLOW_MAX_BODY_BYTES})
         serializer = CompletionRequestSerializer(data=request.data)

@@ -12,7 +12,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from axonflow_site.errors import ProviderNotFound
+from axonflow_site.errors import ProviderNotFound, ValidationFailed
 from providers.models import ModelRoute, ModelRouteTarget
 from providers.routes import (
     DEFAULT_WEIGHT,
@@ -22,7 +22,7 @@ from providers.routes import (
     save_model_route,
     validate_model_route,
 )
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ErrorSerializer
 from tenants.models import Tenant
 
@@ -38,8 +38,9 @@ class RouteTargetSerializer(serializers.Serializer):
 class ModelRouteWriteSerializer(serializers.Serializer):
     """Documents the body; providers/routes.py validates it (unknown fields refused)."""
 
-    name = serializers.CharField(
-        max_length=128, help_text="Letters, digits, '.', '_', '-', ':'; not `auto`, not a provider's name."
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        help_text="Letters, digits, '.', '_', '-', ':'; not `auto`, not a provider's name.",
     )
     description = serializers.CharField(required=False, allow_blank=True, max_length=500)
     targets = RouteTargetSerializer(many=True, min_length=1, max_length=MAX_TARGETS)
@@ -48,6 +49,21 @@ class ModelRouteWriteSerializer(serializers.Serializer):
 class ModelRouteSerializer(ModelRouteWriteSerializer):
     created = serializers.DateTimeField()
     updated = serializers.DateTimeField()
+
+
+TYPES = {"name": (str,), "description": (str, type(None)), "targets": (list,)}
+
+
+def route_body(request) -> dict:
+    """The JSON body, its fields and their JSON types checked (an integer weight, not
+    "50" as a console form posts); providers/routes.py checks the rest."""
+    data = json_object(request, set(TYPES), TYPES)
+    for i, target in enumerate(data.get("targets") or []):
+        weight = target.get("weight", DEFAULT_WEIGHT) if isinstance(target, dict) else DEFAULT_WEIGHT
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            field = f"targets[{i}].weight"
+            raise ValidationFailed(f"{field}: must be an integer", {"field": field, "target": i})
+    return data
 
 
 def routes_of(tenant_id: int):
@@ -75,7 +91,7 @@ class ModelRouteListView(TenantAPIView):
     )
     def post(self, request):
         tenant = Tenant.objects.get(pk=self.tenant_id)
-        route = save_model_route(tenant, validate_model_route(tenant, request.data))
+        route = save_model_route(tenant, validate_model_route(tenant, route_body(request)))
         return Response(ModelRouteSerializer(represent(route)).data, status=201)
 
 
@@ -100,7 +116,8 @@ class ModelRouteDetailView(TenantAPIView):
     )
     def put(self, request, name: str):
         route = self.get_route(name)
-        route = save_model_route(route.tenant, validate_model_route(route.tenant, request.data, route), route)
+        cleaned = validate_model_route(route.tenant, route_body(request), route)
+        route = save_model_route(route.tenant, cleaned, route)
         return Response(ModelRouteSerializer(represent(route)).data)
 
     @extend_schema(responses={204: None, 404: ErrorSerializer}, operation_id="models_destroy")

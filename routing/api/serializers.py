@@ -8,7 +8,7 @@ import copy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from providers.models import ProviderConfig, ProviderType
+from providers.models import HealthSource, ProviderConfig, ProviderType
 
 
 class ProviderSerializer(serializers.ModelSerializer):
@@ -17,6 +17,9 @@ class ProviderSerializer(serializers.ModelSerializer):
 
     api_key_set = serializers.BooleanField(read_only=True)
     api_key_last4 = serializers.CharField(read_only=True)
+    # Declared: ModelSerializer drops allow_blank from read-only fields, and "" (never checked) is a value.
+    health_source = serializers.ChoiceField(choices=HealthSource.choices, allow_blank=True, read_only=True)
+    base_url = serializers.URLField(allow_blank=True, read_only=True, help_text="Blank: the adapter's default.")
 
     class Meta:
         model = ProviderConfig
@@ -33,11 +36,14 @@ class ProviderSerializer(serializers.ModelSerializer):
 class ProviderWriteSerializer(serializers.Serializer):
     """Documents the writable fields; unknown fields are rejected."""
 
-    name = serializers.CharField(max_length=64)
+    name = serializers.RegexField(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        help_text="Letters, digits, '.', '_', '-'; not `auto`, not a route's name.",
+    )
     type = serializers.ChoiceField(choices=ProviderType.choices)
     api_key = serializers.CharField(required=False, write_only=True, help_text="Write-only; encrypted at rest.")
     secret_ref = serializers.CharField(required=False, help_text="env:NAME, file:/path or a Secrets Manager ARN")
-    base_url = serializers.URLField(required=False)
+    base_url = serializers.URLField(required=False, allow_blank=True, help_text="Blank: the adapter's default.")
     model = serializers.CharField(max_length=200)
     region = serializers.CharField(required=False)
     enabled = serializers.BooleanField(required=False)

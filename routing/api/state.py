@@ -14,7 +14,7 @@ from providers.operator import STATES, clear_operator_state, set_operator_state
 from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ErrorSerializer
 
-BODY_FIELDS = {"state", "reason", "until"}
+BODY_TYPES = {"state": (str,), "reason": (str,), "until": (str, type(None))}
 
 
 # Inline, not a component: the model's operator_state already names this enum.
@@ -56,7 +56,7 @@ class ProviderStateView(TenantAPIView):
         """Drain, force unhealthy or force healthy the provider, with a reason and an
         optional expiry. The router obeys it at once, in every process."""
         config = self.get_config(name)
-        body = json_object(request, BODY_FIELDS)
+        body = json_object(request, set(BODY_TYPES), BODY_TYPES)
         set_operator_state(config, body.get("state"), body.get("reason"), body.get("until"))
         return Response(OperatorStateSerializer(config).data)
 

@@ -5,17 +5,81 @@ from __future__ import annotations
 
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from axonflow_site.errors import ProviderNotFound, ValidationFailed
-from providers.models import HealthResult, ProviderConfig
-from routing.api.base import TenantAPIView, check_body_size
+from providers.models import HealthResult, HealthSource, HealthStatus, ProviderConfig
+from routing.api.base import JSONOnly, TenantAPIView, check_body_size, check_query
+from routing.api.schema import APISchema
+from routing.api.serializers import CostSerializer
 from routing.health.probes import check_now
 from tenants.rls import tenant_context
 from usage.metrics import DEFAULT_WINDOW, WINDOWS, WindowMetrics, window_metrics
+
+# Response shapes, for the schema (the views build plain dicts). Enums inline: the
+# provider's components already name these choice sets. (`status` stays a plain string:
+# drf-spectacular would name its enum after the field, as it names usage records' status.)
+STATUS_HELP = ", ".join(HealthStatus.values)
+
+
+@extend_schema_field({"type": "string", "enum": HealthSource.values})
+class SourceField(serializers.CharField):
+    pass
+
+
+@extend_schema_field({"type": "string", "enum": [*HealthSource.values, None], "nullable": True})
+class NullableSourceField(serializers.CharField):
+    pass
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text=STATUS_HELP)
+    source = NullableSourceField(help_text="null: never checked")
+    changed_at = serializers.DateTimeField(allow_null=True)
+    last_checked_at = serializers.DateTimeField(allow_null=True)
+
+
+class CheckSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text=STATUS_HELP)
+    source = SourceField()
+    latency_ms = serializers.FloatField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+    checked_at = serializers.DateTimeField()
+
+
+class WindowMetricsSerializer(serializers.Serializer):
+    request_count = serializers.IntegerField()
+    error_count = serializers.IntegerField()
+    avg_response_time_ms = serializers.FloatField(allow_null=True)
+    p95_response_time_ms = serializers.FloatField(allow_null=True)
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+    cost = CostSerializer()
+
+
+class ProviderStatusSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    model = serializers.CharField(allow_blank=True)
+    enabled = serializers.BooleanField()
+    health = HealthSerializer()
+    last_check = CheckSerializer(allow_null=True, help_text="the newest probe or traffic observation; null: none")
+    metrics = WindowMetricsSerializer()
+
+
+class StatusSerializer(serializers.Serializer):
+    window = serializers.CharField(help_text=", ".join(WINDOWS))
+    generated_at = serializers.DateTimeField()
+    providers = ProviderStatusSerializer(many=True)
+
+
+class HealthCheckSerializer(CheckSerializer):
+    provider = serializers.CharField()
+    health = HealthSerializer(help_text="the provider's health after this check")
 
 
 def health_of(config: ProviderConfig) -> dict:
@@ -49,9 +113,11 @@ def parse_window(request) -> str:
 
 
 class StatusView(TenantAPIView):
+    allowed_query = frozenset({"window"})
+
     @extend_schema(
         parameters=[OpenApiParameter("window", str, enum=list(WINDOWS), default=DEFAULT_WINDOW)],
-        responses=OpenApiTypes.OBJECT,
+        responses=StatusSerializer,
         operation_id="status",
     )
     def get(self, request):
@@ -83,11 +149,15 @@ class HealthCheckView(APIView):
     """Not a TenantAPIView: the probe must not hold a transaction open while it waits
     on the network, so the lookup and the recording each take their own."""
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, operation_id="provider_health_check")
+    schema = APISchema()
+    content_negotiation_class = JSONOnly
+
+    @extend_schema(request=None, responses=HealthCheckSerializer, operation_id="provider_health_check")
     def post(self, request, name: str):
         """Probe the provider now, store the result and return it with the provider's
         (possibly changed) health."""
         check_body_size(request)
+        check_query(request, frozenset())
         tenant_id = request.auth.tenant_id
         with tenant_context(tenant_id):
             config = ProviderConfig.objects.filter(tenant_id=tenant_id, name=name).first()

@@ -19,7 +19,7 @@ from routing.api.serializers import ErrorSerializer
 from tenants.models import ApiToken, Tenant, TokenScope
 from tenants.tokens import create_token, revoke_token
 
-WRITABLE = ("name", "scope", "expires_at")
+TYPES = {"name": (str,), "scope": (str,), "expires_at": (str, type(None))}
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -60,7 +60,7 @@ class TokenCreatedSerializer(serializers.Serializer):
 def parse_body(request) -> dict:
     """name, scope (default completions) and expires_at from the JSON body; anything
     else is refused. The values themselves are checked by tenants.tokens.create_token."""
-    data = json_object(request, set(WRITABLE))
+    data = json_object(request, set(TYPES), TYPES)
     if "name" not in data:
         raise ValidationFailed("name: required.", {"field": "name"})
     return {

@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from axonflow_site.errors import ValidationFailed
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
-from routing.api.base import TenantAPIView
+from routing.api.base import TenantAPIView, json_object
 from routing.api.serializers import ErrorSerializer
 from tenants.models import Tenant
 
@@ -32,8 +32,9 @@ def weights_of(tenant_id: int) -> dict:
     return {"weights": dict(configs)}
 
 
-def parse_weights(data) -> dict:
-    if not isinstance(data, dict) or set(data) != {"weights"} or not isinstance(data["weights"], dict):
+def parse_weights(request) -> dict:
+    data = json_object(request, {"weights"}, {"weights": (dict,)})
+    if "weights" not in data:
         raise ValidationFailed('Expected {"weights": {provider name: 0-100}}.', {"field": "weights"})
     return data["weights"]
 
@@ -49,7 +50,7 @@ class WeightsView(TenantAPIView):
         operation_id="routing_weights_update",
     )
     def put(self, request):
-        wanted = parse_weights(request.data)
+        wanted = parse_weights(request)
         configs = {c.name: c for c in ProviderConfig.objects.filter(tenant_id=self.tenant_id, name__in=list(wanted))}
         unknown = sorted(set(wanted) - set(configs))
         if unknown:

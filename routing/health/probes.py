@@ -23,6 +23,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -103,23 +104,54 @@ def claim_due_provider(tenant_id: int, interval: timedelta, now: datetime | None
     return None
 
 
-def claim_due(interval: float | None, limit: int, offset: int = 0) -> list[tuple[ProviderConfig, Thresholds]]:
+def claim_due(
+    interval: float | None,
+    limit: int,
+    offset: int = 0,
+    in_flight: Mapping[int, int] | None = None,
+    reserved: int = 0,
+) -> list[tuple[ProviderConfig, Thresholds]]:
     """Claim up to `limit` due providers across all tenants (Tenant is not under RLS),
-    starting at tenant number `offset` so a busy first tenant cannot starve the rest."""
+    fairly: round robin, one provider per tenant per round, starting at tenant number
+    `offset`, so a tenant with many due providers shares the free slots with the rest.
+
+    Then each tenant's reserved slot: a tenant with nothing in flight (`in_flight`:
+    probes running per tenant id) that got nothing in this call may claim one more,
+    past `limit`, up to `reserved` such claims in all. However long another tenant's
+    probes hang, a tenant's due probe therefore starts at the next poll."""
     tenants = list(Tenant.objects.all())
     if tenants:
         offset %= len(tenants)
         tenants = tenants[offset:] + tenants[:offset]
+    in_flight = in_flight or {}
     claimed: list[tuple[ProviderConfig, Thresholds]] = []
-    for tenant in tenants:
-        thresholds = breaker.thresholds_for(tenant)
-        while len(claimed) < limit:
-            config = claim_due_provider(tenant.pk, interval_for(tenant, interval))
-            if config is None:
+    got: set[int] = set()
+    done: set[int] = set()  # tenants with nothing (more) due
+
+    def claim(tenant: Tenant) -> bool:
+        config = claim_due_provider(tenant.pk, interval_for(tenant, interval))
+        if config is None:
+            done.add(tenant.pk)
+            return False
+        config.tenant = tenant  # the owner, for tenant-bound secrets, without a query on the loop
+        claimed.append((config, breaker.thresholds_for(tenant)))
+        got.add(tenant.pk)
+        return True
+
+    waiting = tenants
+    while waiting and len(claimed) < limit:
+        for tenant in waiting:
+            if len(claimed) >= limit:
                 break
-            claimed.append((config, thresholds))
-        if len(claimed) >= limit:
+            claim(tenant)
+        waiting = [t for t in waiting if t.pk not in done]
+    extra = 0
+    for tenant in tenants:
+        if extra >= reserved:
             break
+        if tenant.pk in done or tenant.pk in got or in_flight.get(tenant.pk, 0):
+            continue
+        extra += claim(tenant)
     return claimed
 
 
@@ -323,7 +355,7 @@ def check_now(config: ProviderConfig) -> HealthResult:
     """Probe one provider now (the API's health-check endpoint, the console's "check
     now" button): store and return the HealthResult. Raises ProviderNotFound if the
     provider is gone. Sync; the announcement goes out after commit."""
-    tenant = Tenant.objects.get(pk=config.tenant_id)
+    tenant = config.tenant = Tenant.objects.get(pk=config.tenant_id)
     thresholds = breaker.thresholds_for(tenant)
     result = async_to_sync(_probe_once)(config, thresholds)
     outcome = record_probe(config.tenant_id, config.pk, result, thresholds)

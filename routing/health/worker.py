@@ -5,12 +5,20 @@ the board must run where the board's sockets are).
 
 Shape of hc's sendalerts: claim what is due, work on it, and on `stop()` (SIGTERM)
 claim nothing more, let the probes in flight finish, and return.
+
+Fairness between tenants (SPEC §5, "no tenant can starve another's probes"): the
+`concurrency` slots are claimed round robin across tenants with due providers, and
+every tenant also has one reserved slot beyond them, used when the pool is full and the
+tenant has no probe in flight. A tenant whose hundreds of providers hang until their
+timeout fills the pool, but another tenant's due probe still starts at the next poll
+(tests/test_probe_fairness.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from django.conf import settings
 
@@ -24,7 +32,9 @@ SHUTDOWN_GRACE_SECONDS = 15.0
 
 
 class HealthWorker:
-    """Probes due providers of every tenant, at most `concurrency` at a time.
+    """Probes due providers of every tenant, `concurrency` at a time, plus at most one
+    more per tenant that has none in flight (its reserved slot; at most `concurrency`
+    such extras in all, so never more than twice `concurrency`).
 
     `interval` overrides every tenant's health_interval_seconds (seconds, may be a
     fraction: tests and demos). The poll period is a tenth of the interval, at most a
@@ -37,6 +47,7 @@ class HealthWorker:
         self.shutdown = False
         self.probed = 0
         self._in_flight: set[asyncio.Task] = set()
+        self._per_tenant: Counter[int] = Counter()
         self._wake: asyncio.Event | None = None
         self._offset = 0
 
@@ -52,8 +63,11 @@ class HealthWorker:
         try:
             while not self.shutdown:
                 started = await self.sweep()
-                if started and len(self._in_flight) >= self.concurrency:
-                    await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+                if len(self._in_flight) >= self.concurrency:
+                    # The pool is full: wait until a slot frees or, looping, until the next
+                    # poll, when a tenant with nothing in flight may take its reserved slot.
+                    timeout = None if once else self.poll_seconds
+                    await asyncio.wait(self._in_flight, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                     continue
                 if once:
                     if not started:
@@ -66,12 +80,17 @@ class HealthWorker:
         return self.probed
 
     async def sweep(self) -> int:
-        """Claim as many due providers as there are free slots and start their probes."""
-        free = self.concurrency - len(self._in_flight)
-        if free <= 0:
+        """Claim due providers for the free slots (and the reserved ones of tenants with
+        nothing in flight) and start their probes."""
+        free = max(0, self.concurrency - len(self._in_flight))
+        reserved = max(0, 2 * self.concurrency - len(self._in_flight) - free)
+        if not free and not reserved:
             return 0
+        busy = {tenant_id: n for tenant_id, n in self._per_tenant.items() if n}
         try:
-            claimed = await db_thread.run_in_writer(probes.claim_due, self.interval, free, self._offset)
+            claimed = await db_thread.run_in_writer(
+                probes.claim_due, self.interval, free, self._offset, busy, reserved
+            )
         except Exception:  # the database is away: log, and try again next poll
             log.exception("claiming due providers failed")
             return 0
@@ -79,6 +98,7 @@ class HealthWorker:
         for config, thresholds in claimed:
             task = asyncio.create_task(self._check(config, thresholds), name=f"probe-{config.pk}")
             self._in_flight.add(task)
+            self._per_tenant[config.tenant_id] += 1
             task.add_done_callback(self._in_flight.discard)
         return len(claimed)
 
@@ -89,6 +109,9 @@ class HealthWorker:
             log.exception("health check of provider %s (tenant %s) crashed", config.pk, config.tenant_id)
         finally:
             self.probed += 1
+            self._per_tenant[config.tenant_id] -= 1
+            if not self._per_tenant[config.tenant_id]:
+                del self._per_tenant[config.tenant_id]
 
     async def _sleep(self, seconds: float) -> None:
         assert self._wake is not None

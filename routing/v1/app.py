@@ -17,6 +17,7 @@ from django.conf import settings
 from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound
 from routing import router
 from routing.cache import get_snapshot
+from routing.ratelimit import check_tenant
 from routing.route import Caller, new_request_id
 from routing.router import RouteStream, StreamFailed
 from routing.v1 import wire
@@ -47,7 +48,12 @@ def header(scope, name: bytes) -> str | None:
 
 
 async def authenticate(scope) -> TokenIdentity:
-    return await identify(header(scope, b"authorization"), in_request=False)
+    """The caller's identity, once its tenant's API rate limit admits the request.
+    Raises Unauthorized or RateLimited."""
+    identity = await identify(header(scope, b"authorization"), in_request=False)
+    if identity.api_rate_limit:  # unlimited tenants skip even the call
+        await check_tenant(identity)
+    return identity
 
 
 async def read_body(scope, receive) -> bytes:

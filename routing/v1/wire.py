@@ -24,6 +24,7 @@ from typing import Any
 
 from axonflow_site.errors import AxonFlowError, ValidationFailed
 from providers.adapters.base import Chunk, CompletionRequest, Message
+from routing.api.parsers import MAX_JSON_DEPTH, nested_too_deeply
 from routing.router import RouteResult
 from routing.selection import RoutingOptions
 
@@ -41,6 +42,7 @@ KNOWN_FIELDS = frozenset(
 )  # fmt: skip
 ERROR_TYPES = {
     "validation_error": "invalid_request_error",
+    "payload_too_large": "invalid_request_error",
     "invalid_config": "invalid_request_error",
     "unauthorized": "authentication_error",
     "forbidden": "permission_error",
@@ -153,6 +155,8 @@ def parse_weights(value: Any) -> dict[str, float]:
 
 
 def parse_body(raw: bytes) -> dict:
+    if nested_too_deeply(raw):
+        raise ValidationFailed(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", {"param": None})
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

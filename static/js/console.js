@@ -1,5 +1,10 @@
-// Console behaviour that htmx does not cover: copy buttons and closing the user menu.
+// Console behaviour that htmx does not cover: copy buttons, closing the user menu and
+// selects that submit their form when changed (the tenant switcher). No inline handlers:
+// the Content-Security-Policy allows scripts from our static files only.
 (function () {
+  document.addEventListener("change", function (event) {
+    if (event.target.matches("select[data-autosubmit]") && event.target.form) event.target.form.submit();
+  });
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy]");
     if (button) {

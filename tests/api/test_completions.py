@@ -285,7 +285,7 @@ def test_bad_input_gets_a_4xx_envelope_and_changes_nothing(api, two, upstream, a
 
 def test_a_body_over_the_limit_is_refused_with_413(api, two, upstream, settings):
     r = api.post(URL, json={"prompt": "x" * (settings.AXONFLOW_MAX_BODY_BYTES + 10)})
-    assert r.status_code == 413 and r.json()["error"]["code"] == "validation_error"
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"  # SPEC §3 (issue 10)
     assert upstream.stats() == {}
 
 

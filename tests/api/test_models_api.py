@@ -246,7 +246,7 @@ def test_malformed_json_is_a_validation_error(raw, acme_api, acme, pair, as_tena
 def test_a_huge_body_is_413(acme_api, acme, pair, as_tenant, settings):
     settings.AXONFLOW_MAX_BODY_BYTES = 1000
     r = acme_api.post(URL, {**VALID, "description": "x" * 2000})
-    assert r.status_code == 413 and r.json()["error"]["code"] == "validation_error"
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"  # SPEC §3 (issue 10)
     with as_tenant(acme):
         assert not ModelRoute.objects.exists()
 

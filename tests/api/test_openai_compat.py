@@ -208,7 +208,7 @@ def test_a_huge_body_is_refused_with_413(http, two, upstream, settings):
         {"model": "auto", "messages": [{"role": "user", "content": "x" * (settings.AXONFLOW_MAX_BODY_BYTES + 1)}]}
     )
     r = http.post(CHAT, content=big)
-    assert r.status_code == 413 and r.json()["error"]["code"] == "validation_error"
+    assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"  # SPEC §3 (issue 10)
     assert upstream.stats() == {}
 
 

@@ -1,8 +1,13 @@
 """Idempotently create the demo tenant, its admin user and three providers pointed at
-the built-in fake upstream (`manage.py fake_upstream`)."""
+the built-in fake upstream (`manage.py fake_upstream`).
 
+The demo user is a superuser with a published password, and the command prints an
+admin API token: it runs only in DEBUG (as `make run` does) or when asked for with
+--allow-production, never on a production deployment by accident."""
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
@@ -24,8 +29,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--upstream", default="http://127.0.0.1:8100", help="fake upstream base URL")
+        parser.add_argument(
+            "--allow-production", action="store_true",
+            help="create the demo superuser (published password) and an admin token even though DEBUG is off",
+        )  # fmt: skip
 
-    def handle(self, upstream, **options):
+    def handle(self, upstream, allow_production=False, **options):
+        if not (settings.DEBUG or allow_production):
+            raise CommandError(
+                f"DEBUG is off: load_demo would create the superuser {DEMO_USER!r} with a published password "
+                "and an admin API token. Pass --allow-production if this is really what you want."
+            )
         tenant, _ = Tenant.objects.update_or_create(
             slug="demo", defaults={"name": "Demo Org", "plan": Plan.ENTERPRISE}
         )

@@ -16,6 +16,9 @@ from django.db import models
 from django.utils import timezone
 
 TOKEN_PREFIX = "axf_"
+# What is kept and shown of a token to tell it apart: "axf_" and 3 characters, shorter
+# than any 8-character piece the leak tests look for (tests/test_no_leaks.py).
+PREFIX_LENGTH = 7
 
 
 class Plan(models.TextChoices):
@@ -119,7 +122,8 @@ class ApiToken(models.Model):
         """Create a token and return it with the raw value, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
-            tenant=tenant, name=name, scope=scope, prefix=raw[:12], token_hash=hash_token(raw), expires_at=expires_at
+            tenant=tenant, name=name, scope=scope, prefix=raw[:PREFIX_LENGTH], token_hash=hash_token(raw),
+            expires_at=expires_at,
         )
         return token, raw
 

@@ -19,10 +19,10 @@ tenant's RLS context), apart from the two columns that hold them by design:
 `providers_providerconfig.api_key_encrypted` (the Fernet token) and
 `tenants_apitoken.token_hash` (an HMAC).
 
-An API token's first 12 characters are its public prefix (`axf_` and 8 characters):
+An API token's first 7 characters are its public prefix (`axf_` and 3 characters):
 stored, listed, and written into the audit log's actor on purpose, so a token can be
-recognised and revoked. Pieces lying wholly inside that prefix are not canaries; every
-piece that reaches into the other 35 characters is.
+recognised and revoked. It is shorter than 8 characters, so every 8-character piece of
+a token is a canary.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ from providers.models import ProviderConfig
 from routing.health import db_thread, probes, status
 from tenants.models import ApiToken, Tenant, TokenScope
 from tenants.rls import tenant_context
-from tests.conftest import TEST_KEYS, ApiClient, _logged_in
+from tests.conftest import TEST_KEYS, ApiClient
+from tests.conftest import _logged_in as logged_in
 from tests.fixtures_upstream import make_config
 from usage.writer import writer as usage_writer
 
@@ -228,7 +229,7 @@ class Scene:
     broken: list[ProviderConfig]  # cannot get a key at all
 
 
-def provider(tenant, name, type_, upstream, canaries, *, key="", secret_ref="", **fields) -> ProviderConfig:
+def provider(tenant, name, type_, upstream, *, key="", secret_ref="", **fields) -> ProviderConfig:
     """A provider on the fake upstream (label = its name), forced healthy by an operator so
     that every request reaches it however often it just failed."""
     fields.setdefault("operator_state", "forced_healthy")
@@ -255,7 +256,7 @@ def scene(acme, globex, upstream, settings, monkeypatch, tmp_path) -> Scene:
     monkeypatch.setenv("AXONFLOW_ELSEWHERE_KEY", canaries.key("refused env reference value"))
     (tmp_path / "elsewhere").write_text(canaries.key("refused file reference value"))
 
-    make = lambda name, type_, **kw: provider(acme, name, type_, upstream, canaries, **kw)  # noqa: E731
+    make = lambda name, type_, **kw: provider(acme, name, type_, upstream, **kw)  # noqa: E731
     echoing = [
         make("oa", "openai", key=canaries.key("openai key", "sk-proj-")),
         make("an", "anthropic", key=canaries.key("anthropic key", "sk-ant-api03-")),
@@ -283,7 +284,7 @@ def scene(acme, globex, upstream, settings, monkeypatch, tmp_path) -> Scene:
         make("noenv", "openai", secret_ref=f"env:{ENV_PREFIX}MISSING"),
     ]
     # globex has its own secrets, which acme's failures must not carry either.
-    provider(globex, "g-oa", "openai", upstream, canaries, key=canaries.key("globex openai key", "sk-"))
+    provider(globex, "g-oa", "openai", upstream, key=canaries.key("globex openai key", "sk-"))
     canaries.token("globex token", globex)
     scene = Scene(acme, canaries, seen, canaries.token("acme admin token", acme),
                   canaries.token("acme app token", acme, TokenScope.COMPLETIONS), echoing, broken)  # fmt: skip
@@ -357,7 +358,7 @@ def every_reading_surface(scene: Scene, gateway, console) -> None:
 
 def test_upstream_failures_never_carry_a_key_anywhere(scene, upstream, gateway, alice, caplog):
     caplog.set_level(logging.DEBUG)
-    console = _logged_in(alice)
+    console = logged_in(alice)
     names = [c.name for c in scene.echoing]
     for kind in ECHOES:
         configure_all(upstream, names, kind)
@@ -384,7 +385,7 @@ def test_the_fake_echoes_what_it_was_sent(scene, upstream):
 
 def test_a_timeout_a_sealed_key_and_bad_references_never_carry_a_secret(scene, upstream, gateway, alice, caplog):
     caplog.set_level(logging.DEBUG)
-    console = _logged_in(alice)
+    console = logged_in(alice)
     with tenant_context(scene.tenant.pk):
         ProviderConfig.objects.filter(name="oa").update(timeout_seconds=1)
     upstream.configure("oa", failure_kind="timeout", failure_rate=1.0)
@@ -399,7 +400,7 @@ def test_a_timeout_a_sealed_key_and_bad_references_never_carry_a_secret(scene, u
 def test_keys_written_through_the_api_and_console_are_never_shown_back(scene, alice, caplog, settings):
     caplog.set_level(logging.DEBUG)
     canaries, seen = scene.canaries, scene.seen
-    api, console = ApiClient(scene.admin_token), _logged_in(alice)
+    api, console = ApiClient(scene.admin_token), logged_in(alice)
     base = {"type": "openai", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}
     attempts = [
         ("POST", "/api/v1/providers/", {**base, "name": "api-new", "api_key": canaries.key("api create key", "sk-")}),
@@ -555,7 +556,7 @@ async def test_board_frames_never_carry_a_key(scene, upstream, gateway, alice, c
     from axonflow_site.asgi import application
 
     caplog.set_level(logging.DEBUG)
-    client = await in_thread(_logged_in, alice)
+    client = await in_thread(logged_in, alice)
     cookie = (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
     await db_thread.aflush()
     board = WebsocketCommunicator(application, "/ws/status/", headers=[(b"origin", b"http://testserver"), cookie])

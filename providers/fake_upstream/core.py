@@ -108,7 +108,7 @@ class Behaviour:
 
     latency_ms: float = 0.0  # before the first byte
     failure_rate: float = 0.0  # 0..1, drawn per request
-    failure_kind: str = "500"  # "<status>", timeout, echo_key, malformed, cut, stall, drip
+    failure_kind: str = "500"  # "<status>", CENTRAL_FAILURES or BODY_FAILURES
     fail_next: int = 0  # the next N requests fail with failure_kind, deterministically
     failure_scope: str = ""  # "" = every route; or a route kind ("chat", "probe")
     reply: str | None = None  # fixed reply text; None = echo the last user message

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 
 from axonflow_site.errors import DuplicateProvider, ProviderNotFound
+from providers.forms import restore_masked_headers
 from providers.models import ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 from routing.api.base import TenantAPIView, json_object
@@ -33,6 +34,8 @@ def body(request) -> dict:
 
 
 def _save(tenant: Tenant, data: dict, instance: ProviderConfig | None = None) -> ProviderConfig:
+    if "settings" in data:  # header values read back masked keep their stored value
+        data["settings"] = restore_masked_headers(data["settings"], instance)
     cleaned = validate_provider_config(tenant, data, instance)
     config = apply_provider_config(instance or ProviderConfig(tenant=tenant), cleaned)
     try:

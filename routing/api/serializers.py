@@ -8,6 +8,7 @@ import copy
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from providers.audit import masked_settings
 from providers.models import HealthSource, ProviderConfig, ProviderType
 
 
@@ -20,6 +21,14 @@ class ProviderSerializer(serializers.ModelSerializer):
     # Declared: ModelSerializer drops allow_blank from read-only fields, and "" (never checked) is a value.
     health_source = serializers.ChoiceField(choices=HealthSource.choices, allow_blank=True, read_only=True)
     base_url = serializers.URLField(allow_blank=True, read_only=True, help_text="Blank: the adapter's default.")
+
+    settings = serializers.SerializerMethodField(
+        help_text="Type-specific settings; a custom provider's header values are masked (••••): send them back "
+        "masked to keep them."
+    )
+
+    def get_settings(self, config: ProviderConfig) -> dict:
+        return masked_settings(config.settings)
 
     class Meta:
         model = ProviderConfig

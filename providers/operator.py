@@ -70,6 +70,10 @@ def clean_until(value: Any, now: datetime.datetime) -> datetime.datetime | None:
         raise _fail("until", "must be a date and time")
     if timezone.is_naive(value):
         value = value.replace(tzinfo=datetime.UTC)
+    try:
+        value = value.astimezone(datetime.UTC)  # PostgreSQL takes offsets up to ±15:59 only
+    except OverflowError:  # past year 9999 in UTC
+        raise _fail("until", "is out of range") from None
     if value <= now:
         raise _fail("until", "must be in the future")
     return value

@@ -152,7 +152,9 @@ def test_uvicorns_loggers_carry_the_filter_it_keeps_when_it_installs_its_handler
 def test_a_secret_logged_anywhere_leaves_the_configured_root_handler_scrubbed(caplog):
     [handler] = [h for h in logging.getLogger().handlers if isinstance(h.formatter, ScrubbingFormatter)]
     stream = io.StringIO()
-    old = handler.setStream(stream)
+    # Swap the stream without setStream(), which flushes the old one: a test that ran
+    # manage.py in-process may have left the handler on pytest's closed capture file.
+    old, handler.stream = handler.stream, stream
     try:
         logging.getLogger("axonflow.somewhere").error(
             "upstream rejected %s", "Authorization: Bearer sk-live-0123456789abcdef",
@@ -160,7 +162,7 @@ def test_a_secret_logged_anywhere_leaves_the_configured_root_handler_scrubbed(ca
         )  # fmt: skip
         logging.getLogger("django.request").error("Internal Server Error: /v1/models?key=AIzaSyA-1234567890abcdefghijk")
     finally:
-        handler.setStream(old)
+        handler.stream = old
     out = stream.getvalue()
     assert "upstream rejected" in out and "Internal Server Error" in out
     for secret in ("sk-live-0123456789abcdef", "sk-ant-zzzz99998888", "AIzaSyA-1234567890"):

@@ -210,7 +210,7 @@ class AnthropicProvider(BaseProvider):
         self.base_url = self.base_url_or(DEFAULT_BASE_URL)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(streaming=True, system_prompt=True, stop_sequences=True)
+        return Capabilities(streaming=True, system_prompt=True, stop_sequences=True, features=self.features)
 
     def headers(self, accept: str = "application/json") -> dict[str, str]:
         headers = {

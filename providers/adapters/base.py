@@ -19,6 +19,27 @@ from typing import Any, Protocol, runtime_checkable
 
 from axonflow_site.errors import InvalidConfig
 from providers import secrets
+from providers.adapters.chat import (  # noqa: F401 (re-exported: the wire modules import them from here)
+    ALL_FEATURES,
+    CHAT,
+    EMBEDDINGS,
+    IMAGES,
+    JSON_MODE,
+    JSON_SCHEMA,
+    PARALLEL_TOOL_CALLS,
+    STREAMING,
+    TOOLS,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ImagePart,
+    Part,
+    ResponseFormat,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+)
 
 log = logging.getLogger("axonflow.adapters")
 
@@ -29,8 +50,22 @@ MAX_TOKEN_COUNT = 10_000_000  # more in one request is not a count, it is an ups
 
 @dataclass(slots=True)
 class Message:
-    role: str  # "user" | "assistant" | "system"
+    """One turn. `content` is always its text; `parts` keeps text and images in order
+    when the client sent images; an assistant turn may carry `tool_calls`, and a
+    `tool` turn answers the call `tool_call_id` (chat.py)."""
+
+    role: str  # "user" | "assistant" | "system" | "tool"
     content: str
+    parts: tuple[Part, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def content_parts(self) -> tuple[Part, ...]:
+        """The parts to send: the client's, or the text as one part (none when empty)."""
+        if self.parts is not None:
+            return self.parts
+        return (TextPart(self.content),) if self.content else ()
 
 
 @dataclass(slots=True)
@@ -41,8 +76,32 @@ class CompletionRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
-    model: str | None = None  # overrides the config's model when set
+    model: str | None = None  # the upstream model for this attempt; the config's when None
     stream: bool = False
+    tools: tuple[Tool, ...] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    def required_features(self) -> frozenset[str]:
+        """The capabilities an adapter needs to serve this request (chat.py names)."""
+        needs = {CHAT}
+        if self.stream:
+            needs.add(STREAMING)
+        if self.tools or any(m.tool_calls or m.role == "tool" for m in self.messages):
+            needs.add(TOOLS)
+        if self.parallel_tool_calls is not None and self.tools:
+            needs.add(PARALLEL_TOOL_CALLS)
+        if any(m.parts and any(isinstance(p, ImagePart) for p in m.parts) for m in self.messages):
+            needs.add(IMAGES)
+        if self.response_format is not None:
+            needs.add(JSON_SCHEMA if self.response_format.type == "json_schema" else JSON_MODE)
+        return frozenset(needs)
 
 
 @dataclass(slots=True)
@@ -95,21 +154,27 @@ def _untrusted(field: str, value: Any) -> int:
 
 @dataclass(slots=True)
 class CompletionResponse:
+    """The answer. `finish_reason` uses OpenAI's words (stop, length, tool_calls,
+    content_filter); `tool_calls` is None when the model called none."""
+
     content: str
     model: str
     finish_reason: str | None = None
     usage: Usage = field(default_factory=Usage)
     id: str | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(slots=True)
 class Chunk:
-    """One piece of a stream: text delta, and on the last chunks finish reason and usage."""
+    """One piece of a stream: a text delta or tool-call deltas, and on the last chunks
+    the finish reason and usage."""
 
     delta: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
     model: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 @dataclass(slots=True)
@@ -130,10 +195,17 @@ class CostEstimate:
 
 @dataclass(slots=True)
 class Capabilities:
+    """What an adapter can do. `features` holds chat.py's capability names; a request
+    whose `required_features()` are not all in it is not routed to the adapter."""
+
     streaming: bool = True
     system_prompt: bool = True
     stop_sequences: bool = True
     max_stop_sequences: int | None = None
+    features: frozenset[str] = frozenset({CHAT, STREAMING})
+
+    def missing(self, needs: frozenset[str]) -> frozenset[str]:
+        return needs - self.features
 
 
 # --- request shaping shared by the wire modules ---------------------------------------------
@@ -317,3 +389,5 @@ class Provider(Protocol):
     async def health_check(self) -> HealthProbe: ...
 
     def estimate_cost(self, request: CompletionRequest) -> CostEstimate: ...
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse: ...

@@ -238,7 +238,7 @@ class GeminiProvider(BaseProvider):
         self.base_url = self.base_url_or(DEFAULT_BASE_URL)
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(streaming=True, max_stop_sequences=MAX_STOP_SEQUENCES)
+        return Capabilities(streaming=True, max_stop_sequences=MAX_STOP_SEQUENCES, features=self.features)
 
     def _url(self, template: str, model: str = "") -> str:
         # Model names are path segments (`gemini-2.5-flash`, `tunedModels/x` is not routed here).

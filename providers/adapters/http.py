@@ -32,10 +32,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from axonflow_site.errors import InvalidConfig
 from providers import egress, secrets
 from providers.adapters.base import (
+    CHAT,
+    STREAMING,
     Capabilities,
     CompletionRequest,
     CompletionResponse,
     CostEstimate,
+    EmbeddingRequest,
+    EmbeddingResponse,
     HealthProbe,
     MalformedResponse,
     ProviderConnectError,
@@ -425,6 +429,8 @@ class BaseProvider:
 
     type = ""
     supports_streaming = True
+    # What this wire API can do (chat.py names); each adapter lists its own.
+    features: ClassVar[frozenset[str]] = frozenset({CHAT, STREAMING})
     settings_class: ClassVar[Any] = None
     call_class: ClassVar[type[Call] | None] = None
 
@@ -498,7 +504,13 @@ class BaseProvider:
         return request.model or self.model
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(streaming=self.supports_streaming)
+        features = self.features if self.supports_streaming else self.features - {STREAMING}
+        return Capabilities(streaming=self.supports_streaming, features=features)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Adapters that declare EMBEDDINGS override this; the router never calls it
+        on one that does not."""
+        raise ProviderError(self.name, None, f"{self.type} providers cannot embed", retryable=False)
 
     def estimate_cost(self, request: CompletionRequest) -> CostEstimate:
         return estimate_cost(self.config, request)

@@ -23,6 +23,7 @@ from providers.adapters.chat import (  # noqa: F401 (re-exported: the wire modul
     ALL_FEATURES,
     CHAT,
     EMBEDDINGS,
+    IMAGE_URLS,
     IMAGES,
     JSON_MODE,
     JSON_SCHEMA,
@@ -97,8 +98,11 @@ class CompletionRequest:
             needs.add(TOOLS)
         if self.parallel_tool_calls is not None and self.tools:
             needs.add(PARALLEL_TOOL_CALLS)
-        if any(m.parts and any(isinstance(p, ImagePart) for p in m.parts) for m in self.messages):
+        images = [p for m in self.messages if m.parts for p in m.parts if isinstance(p, ImagePart)]
+        if images:
             needs.add(IMAGES)
+            if any(not image.is_data for image in images):
+                needs.add(IMAGE_URLS)
         if self.response_format is not None:
             needs.add(JSON_SCHEMA if self.response_format.type == "json_schema" else JSON_MODE)
         return frozenset(needs)

@@ -25,7 +25,13 @@ from typing import Any
 # Capability names: what an adapter may declare and a request may need.
 CHAT, STREAMING, TOOLS, PARALLEL_TOOL_CALLS = "chat", "streaming", "tools", "parallel_tool_calls"
 IMAGES, JSON_MODE, JSON_SCHEMA, EMBEDDINGS = "images", "json_mode", "json_schema", "embeddings"
-ALL_FEATURES = frozenset({CHAT, STREAMING, TOOLS, PARALLEL_TOOL_CALLS, IMAGES, JSON_MODE, JSON_SCHEMA, EMBEDDINGS})
+# Images by https URL, not only inline data: the provider fetches them itself. APIs that
+# take only inline bytes (Gemini inline_data, Bedrock, Ollama) lack it, and we do not
+# fetch client-given URLs on their behalf (that would be a request-forgery path).
+IMAGE_URLS = "image_urls"
+ALL_FEATURES = frozenset(
+    {CHAT, STREAMING, TOOLS, PARALLEL_TOOL_CALLS, IMAGES, IMAGE_URLS, JSON_MODE, JSON_SCHEMA, EMBEDDINGS}
+)
 # What each feature is called when refused (the 400 names it).
 FEATURE_LABELS = {
     CHAT: "chat completions",
@@ -33,6 +39,7 @@ FEATURE_LABELS = {
     TOOLS: "tools (function calling)",
     PARALLEL_TOOL_CALLS: "parallel_tool_calls control",
     IMAGES: "image input",
+    IMAGE_URLS: "images by URL (send them as data: URLs)",
     JSON_MODE: "JSON mode (response_format json_object)",
     JSON_SCHEMA: "structured output (response_format json_schema)",
     EMBEDDINGS: "embeddings",

@@ -30,6 +30,7 @@ _OPENAI_KEYS = (
     ("project", "sent as the OpenAI-Project header"),
     ("max_tokens_field", '"max_completion_tokens" (default) or "max_tokens"'),
     ("stream_usage", "ask for the usage chunk when streaming (default true)"),
+    ("embedding_model", "for /v1/embeddings when no route names one (default text-embedding-3-small)"),
 )
 SETTINGS_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
     ProviderType.OPENAI: _OPENAI_KEYS,
@@ -42,14 +43,17 @@ SETTINGS_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
         ("keep_alive", 'how long the model stays loaded ("5m", 0…)'),
         ("num_ctx", "context window size"),
         ("options", "extra model options such as top_k or seed, passed through"),
+        ("embedding_model", "for /v1/embeddings when no route names one (default nomic-embed-text)"),
     ),
     ProviderType.GEMINI: (
         ("api_version", "default v1beta"),
         ("safety_settings", "a list of {category, threshold}, sent as safetySettings"),
+        ("embedding_model", "for /v1/embeddings when no route names one (default gemini-embedding-001)"),
     ),
     ProviderType.BEDROCK: (
         ("aws_access_key_id", "with the secret access key as the API key"),
         ("health_probe", '"list_models" (default) or "converse", for roles that may not list models'),
+        ("embedding_model", "a Titan or Cohere embedding model id (default amazon.titan-embed-text-v2:0)"),
     ),
     ProviderType.CUSTOM: (
         *_OPENAI_KEYS,
@@ -58,6 +62,7 @@ SETTINGS_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
         ("auth_scheme", 'default Bearer; "" sends the bare key'),
         ("health_path", "default /models"),
         ("factory", "the name of a factory registered in AXONFLOW_PROVIDER_FACTORIES"),
+        ("features", 'what the server can do, e.g. ["chat", "streaming"] for a text-only one (default: all)'),
     ),
 }
 SETTINGS_MAX_CHARS = 20_000
@@ -89,6 +94,8 @@ class ProviderForm(forms.Form):
     type = forms.CharField(required=False, widget=forms.Select(choices=ProviderType.choices))
     model = forms.CharField(required=False, widget=forms.TextInput(attrs={"required": True}),
                             help_text="The default upstream model, e.g. gpt-4o-mini.")  # fmt: skip
+    models = forms.CharField(required=False, label="Other models served",
+                             help_text="Comma-separated upstream model names clients may also ask for by name.")  # fmt: skip
     api_key = forms.CharField(required=False, strip=False, label="API key",
                               widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
                               help_text="Write-only: stored encrypted and never shown again.")  # fmt: skip
@@ -158,6 +165,9 @@ class ProviderForm(forms.Form):
             raise forms.ValidationError(f"Must be valid JSON ({str(exc)[:80]}).") from None
         return restore_masked_headers(value, self.instance)
 
+    def clean_models(self) -> list[str]:
+        return [name.strip() for name in self.cleaned_data.get("models", "").split(",") if name.strip()]
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         if self.errors:
@@ -200,7 +210,8 @@ class ProviderForm(forms.Form):
 
 def initial_of(config: ProviderConfig) -> dict[str, Any]:
     return {
-        "name": config.name, "type": config.type, "model": config.model, "secret_ref": config.secret_ref,
+        "name": config.name, "type": config.type, "model": config.model, "models": ", ".join(config.models or []),
+        "secret_ref": config.secret_ref,
         "base_url": config.base_url, "region": config.region, "enabled": config.enabled,
         "priority": config.priority, "weight": config.weight, "rate_limit": config.rate_limit,
         "timeout_seconds": config.timeout_seconds,

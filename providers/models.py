@@ -89,6 +89,11 @@ class ProviderConfig(models.Model):
     operator_at = models.DateTimeField(null=True, blank=True)
     operator_until = models.DateTimeField(null=True, blank=True)
 
+    # Other upstream model names this provider serves: a client asking for one of them
+    # (or for `model`) is routed among the providers serving it (SPEC §2 rule 0).
+    # Last among the fields: the name shadows django.db.models in the class body.
+    models = models.JSONField(default=list, blank=True)
+
     objects = ProviderConfigQuerySet.as_manager()
 
     class Meta:

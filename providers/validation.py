@@ -23,7 +23,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 RESERVED_NAMES = {"auto"}
 WRITABLE_FIELDS = {
-    "name", "type", "api_key", "secret_ref", "base_url", "model", "region", "enabled", "priority",
+    "name", "type", "api_key", "secret_ref", "base_url", "model", "models", "region", "enabled", "priority",
     "weight", "rate_limit", "timeout_seconds", "settings", "cost_input_per_1k", "cost_output_per_1k",
 }  # fmt: skip
 INT_RANGES = {
@@ -33,6 +33,7 @@ INT_RANGES = {
     "rate_limit": (0, 1_000_000),
 }
 NEEDS_BASE_URL = {ProviderType.OLLAMA, ProviderType.CUSTOM}
+MAX_MODELS = 100
 
 
 def _fail(field: str, message: str) -> ValidationFailed:
@@ -106,6 +107,8 @@ def _clean_field(field: str, value: Any) -> Any:
         return value
     if field == "model":
         return _str(field, value, 200)
+    if field == "models":
+        return _models(value)
     if field == "region":
         return _str(field, value, 50)
     if field == "type":
@@ -113,9 +116,25 @@ def _clean_field(field: str, value: Any) -> Any:
     raise _fail(field, "unknown field")  # pragma: no cover - guarded by WRITABLE_FIELDS
 
 
+def _models(value: Any) -> list[str]:
+    """The served model names: distinct non-empty strings, in the order given."""
+    if not isinstance(value, list) or len(value) > MAX_MODELS:
+        raise _fail("models", f"must be a list of at most {MAX_MODELS} model names")
+    names: list[str] = []
+    for item in value:
+        name = _str("models", item, 200)
+        if not name:
+            raise _fail("models", "model names cannot be empty")
+        if name.lower() == "auto":
+            raise _fail("models", "'auto' is reserved")
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def _current(instance: ProviderConfig | None, field: str) -> Any:
     if instance is None:
-        return {"enabled": True, "settings": {}}.get(field, "")
+        return {"enabled": True, "settings": {}, "models": []}.get(field, "")
     return getattr(instance, field, "")
 
 

@@ -56,12 +56,25 @@ class TenantSnapshot:
     configs: tuple[ProviderConfig, ...]  # every provider, enabled or not
     expires: float
     loaded_at: datetime = field(default_factory=timezone.now)
+    # Model routes: name -> ((provider id, upstream model, weight), ...), in target order.
+    routes: dict[str, tuple[tuple[int, str, int], ...]] = field(default_factory=dict)
     by_name: dict[str, ProviderConfig] = field(default_factory=dict)
+    # Served model name -> ids of the providers whose `model` or `models` include it.
+    served: dict[str, tuple[int, ...]] = field(default_factory=dict)
     candidates: list | None = None  # routing.router.candidates_of fills it once
+    pools: dict = field(default_factory=dict)  # routing.pool caches each resolved name
+    pool_candidates: dict = field(default_factory=dict)  # routing.router, per (pool, needs)
     _adapters: dict[int, Provider] = field(default_factory=dict)
+    _features: dict[int, frozenset[str] | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.by_name = {c.name: c for c in self.configs}
+        served: dict[str, list[int]] = {}
+        for config in self.configs:
+            for model in (config.model, *(config.models or ())):
+                if model and config.pk not in served.setdefault(model, []):
+                    served[model].append(config.pk)
+        self.served = {model: tuple(pks) for model, pks in served.items()}
 
     @property
     def enabled(self) -> list[ProviderConfig]:
@@ -73,6 +86,21 @@ class TenantSnapshot:
         from providers.licensing import PLAN_TYPES
 
         return config.type in PLAN_TYPES.get(self.plan, frozenset())
+
+    def features(self, config: ProviderConfig) -> frozenset[str] | None:
+        """What the provider's adapter can do (chat.py names), once per snapshot; None
+        when the adapter cannot be built (the attempt itself will report why)."""
+        if config.pk not in self._features:
+            from axonflow_site.errors import AxonFlowError
+
+            try:
+                adapter = self.adapter(config)
+            except AxonFlowError:
+                adapter = None
+            # A factory's Provider may predate capabilities: it is offered everything.
+            capabilities = getattr(adapter, "capabilities", None)
+            self._features[config.pk] = capabilities().features if capabilities else None
+        return self._features[config.pk]
 
     def adapter(self, config: ProviderConfig) -> Provider:
         """The adapter for `config`, built once per snapshot (i.e. per config version).
@@ -104,7 +132,7 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
     """Read the tenant and its providers (inside its RLS context) and cache the result.
 
     Sync: call through sync_to_async from async code. Raises Tenant.DoesNotExist."""
-    from providers.models import ProviderConfig
+    from providers.models import ModelRoute, ProviderConfig
     from tenants.models import Tenant
     from tenants.rls import tenant_context
 
@@ -112,6 +140,15 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
     with tenant_context(tenant_id):
         tenant = Tenant.objects.get(pk=tenant_id)
         configs = tuple(ProviderConfig.objects.filter(tenant_id=tenant_id).order_by("-priority", "name"))
+        # One query (a LEFT JOIN): a route without targets still resolves, to an empty pool.
+        rows = ModelRoute.objects.filter(tenant_id=tenant_id).order_by("name", "targets__position", "targets__pk")
+        routes: dict[str, list[tuple[int, str, int]]] = {}
+        for name, pk, model, weight in rows.values_list(
+            "name", "targets__provider_id", "targets__model", "targets__weight"
+        ):
+            targets = routes.setdefault(name, [])
+            if pk is not None:
+                targets.append((pk, model, weight))
     for config in configs:
         config.tenant = tenant  # adapters and pricing may look at the tenant; no extra query
     now = timezone.now()
@@ -120,7 +157,8 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
         if config.operator_state_at(now) and config.operator_until is not None:
             ttl = min(ttl, (config.operator_until - now).total_seconds())
     snap = TenantSnapshot(
-        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + ttl, now
+        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + ttl, now,
+        {name: tuple(t) for name, t in routes.items()},
     )
     with _lock:
         if _generations.get(tenant_id, 0) == generation:

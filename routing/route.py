@@ -40,10 +40,12 @@ class Attempt:
     latency_ms: float = 0.0
     error: str = ""
     provider_id: int | None = None  # for metrics; not shown to clients
+    model: str = ""  # the upstream model this attempt sent
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "provider": self.provider,
+            "model": self.model,
             "outcome": self.outcome,
             "status_code": self.status_code,
             "latency_ms": round(self.latency_ms, 2),

@@ -2,8 +2,10 @@
 requests; both completion faces (routing/api/completions.py, routing/v1/app.py) call
 `complete` or `open_stream` with a tenant snapshot from routing/cache.py.
 
-Per request: the snapshot's enabled providers become selection Candidates (health from
-the snapshot, circuit state from routing.health.breaker); routing/selection.py orders them; each
+Per request: the model asked for picks the pool (routing/pool.py, SPEC §2 rule 0); the
+pool's enabled providers become selection Candidates (health from the snapshot, circuit
+state from routing.health.breaker, the features the request needs against what each
+adapter declares, the upstream model each is sent); routing/selection.py orders them; each
 attempt first takes a token from the provider's rate limiter (a provider without one is
 skipped, and while nothing has been tried the first pick is drawn again without it);
 a retryable ProviderError moves on to the next provider, anything else ends the request.
@@ -12,7 +14,8 @@ result; every routed request, served or failed, leaves through `account`, which 
 one usage Entry to the usage writer.
 
 Raises (all AxonFlowError, rendered as the envelope by either face):
-NoHealthyProvider (503) when nothing is eligible, RateLimited (429, Retry-After) when
+ProviderNotFound (404) for a model that names nothing, UnsupportedFeature (400) when no
+provider of the pool can serve what the request needs, NoHealthyProvider (503) when nothing is eligible, RateLimited (429, Retry-After) when
 every eligible provider is over its limit, UpstreamFailed (502, details.attempts) when
 attempts were made and none succeeded.
 """
@@ -30,8 +33,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
-from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
+from providers.adapters.base import CHAT, Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
+from providers.adapters.chat import FEATURE_LABELS
 from providers.pricing import actual_cost, estimate_prompt_tokens
+from routing import pool as pools
 from routing import trace
 from routing.health import breaker
 from routing.ratelimit import Limiter, get_limiter
@@ -47,9 +52,47 @@ if TYPE_CHECKING:
 _rng = random.Random()
 
 
-def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
-    """The snapshot's enabled providers as selection candidates, with the circuit state
-    of this moment (the rest is built once per snapshot)."""
+CHAT_ONLY = frozenset({CHAT})
+
+
+class UnsupportedFeature(ValidationFailed):
+    """No provider of the pool can serve a feature the request needs (SPEC §2 rule 1)."""
+
+
+def candidates_of(
+    snapshot: TenantSnapshot, pool: pools.Pool = pools.EVERY, needs: frozenset[str] = CHAT_ONLY
+) -> list[Candidate]:
+    """The pool's enabled providers as selection candidates for a request needing
+    `needs`, with the circuit state of this moment (the rest is built once per snapshot,
+    pool and needs)."""
+    key = (pool.asked, needs)
+    base = snapshot.pool_candidates.get(key)
+    if base is None:
+        base = snapshot.pool_candidates[key] = _pool_candidates(snapshot, pool, needs)
+    return [replace(c, circuit_open=True) if breaker.is_circuit_open(c.id) else c for c in base]
+
+
+def _pool_candidates(snapshot: TenantSnapshot, pool: pools.Pool, needs: frozenset[str]) -> list[Candidate]:
+    by_id = {c.pk: c for c in snapshot.configs}
+    chosen = []
+    for candidate in _all_candidates(snapshot):
+        member = pools.Member() if pool.members is None else pool.members.get(candidate.id)
+        if member is None:
+            continue
+        features = snapshot.features(by_id[candidate.id])
+        missing = sorted(needs - features) if features is not None else []
+        if member.model is not None or member.weight is not None or missing:
+            candidate = replace(
+                candidate,
+                model=member.model,
+                weight=candidate.weight if member.weight is None else member.weight,
+                unable=", ".join(missing),
+            )
+        chosen.append(candidate)
+    return chosen
+
+
+def _all_candidates(snapshot: TenantSnapshot) -> list[Candidate]:
     base = snapshot.candidates
     if base is None:
         # Operator states as of the snapshot's load: the snapshot expires when one of
@@ -67,7 +110,22 @@ def candidates_of(snapshot: TenantSnapshot) -> list[Candidate]:
             for c in snapshot.configs
             if c.enabled
         ]
-    return [replace(c, circuit_open=True) if breaker.is_circuit_open(c.id) else c for c in base]
+    return base
+
+
+def check_features(candidates: list[Candidate], needs: frozenset[str]) -> None:
+    """Raise UnsupportedFeature when the pool has providers and none of them can serve
+    the request: a 400 naming the feature, before anything is sent upstream."""
+    if not candidates or any(not c.unable for c in candidates):
+        return
+    missing = set.intersection(*(set(c.unable.split(", ")) for c in candidates)) or {
+        f for c in candidates for f in c.unable.split(", ")
+    }
+    labels = [FEATURE_LABELS.get(f, f) for f in sorted(missing)]
+    raise UnsupportedFeature(
+        f"No provider for this model can serve {' and '.join(labels)}.",
+        {"param": None, "features": sorted(missing), "providers": [c.name for c in candidates]},
+    )
 
 
 def validate_names(snapshot: TenantSnapshot, options: RoutingOptions) -> None:
@@ -104,6 +162,8 @@ def account(
     error: AxonFlowError | None = None,
     config: ProviderConfig | None = None,
     trace: Callable[[], dict] | None = None,
+    model_requested: str = "",
+    endpoint: str = "chat",
 ) -> None:
     """The router's one exit to usage: queue the Entry for a request that was served
     (`result`) or failed (`error`; `config` names the provider when a stream broke
@@ -121,8 +181,9 @@ def account(
         latency_ms=latency_ms,
         request_id=caller.request_id,
         prompt=prompt_text(request.system, request.messages) if caller.store_prompts else None,
-        model_requested=request.model or "",
+        model_requested=model_requested,
         trace=trace,
+        endpoint=endpoint,
     )
     if result is not None:
         usage = result.response.usage
@@ -142,25 +203,49 @@ def account(
 class Attempts:
     """The failover loop's bookkeeping, shared by `complete` and `open_stream`."""
 
-    def __init__(self, snapshot: TenantSnapshot, options: RoutingOptions, rng: random.Random, limiter: Limiter):
+    def __init__(
+        self,
+        snapshot: TenantSnapshot,
+        options: RoutingOptions,
+        rng: random.Random,
+        limiter: Limiter,
+        needs: frozenset[str] = CHAT_ONLY,
+    ):
         self.snapshot = snapshot
         self.options = options
         self.rng = rng
         self.limiter = limiter
-        self.candidates = self.initial = candidates_of(snapshot)
+        self.pool = pools.resolve(snapshot, options.model)
+        self.candidates = self.initial = candidates_of(snapshot, self.pool, needs)
+        check_features(self.candidates, needs)
         self.attempts: list[Attempt] = []
         self.limited: dict[int, float] = {}
         self.draw = Draw()
+        self.model = ""  # the upstream model of the attempt in progress
         self.started = time.perf_counter()
 
     def trace(self) -> Callable[[], dict]:
         """The routing trace, to be built off the request path (routing/trace.py)."""
+        members = None if self.pool.members is None else frozenset(self.pool.members)
         return functools.partial(
-            trace.build, self.snapshot.configs, self.initial, self.options, self.draw, frozenset(self.limited)
+            trace.build,
+            self.snapshot.configs,
+            self.initial,
+            self.options,
+            self.draw,
+            frozenset(self.limited),
+            self.pool.describe(),
+            members,
         )
 
-    async def providers(self) -> AsyncIterator[ProviderConfig]:
-        """Yield each provider to try, rate-limit token already taken."""
+    def account(self, caller: Caller, request: CompletionRequest, latency_ms: float, **kwargs: Any) -> None:
+        account(
+            caller, request, self.attempts, latency_ms, trace=self.trace(), model_requested=self.pool.asked, **kwargs
+        )
+
+    async def providers(self) -> AsyncIterator[tuple[ProviderConfig, str | None]]:
+        """Yield each provider to try with the upstream model to send it (None: its
+        own), rate-limit token already taken."""
         order = attempts(self.candidates, self.options, self.rng, self.draw)
         for candidate in order:
             config = self.snapshot.by_name[candidate.name]
@@ -173,11 +258,12 @@ class Attempts:
                 if not self.tried_any:
                     # Not a candidate after all (rule 1): draw the first attempt again without it.
                     self.candidates = [c for c in self.candidates if c.id != candidate.id]
-                    async for config in self.providers():
-                        yield config
+                    async for pair in self.providers():
+                        yield pair
                     return
                 continue
-            yield config
+            self.model = candidate.model or config.model
+            yield config, candidate.model
 
     @property
     def tried_any(self) -> bool:
@@ -186,17 +272,19 @@ class Attempts:
     def failed(self, config: ProviderConfig, error: ProviderError | AxonFlowError, start: float) -> None:
         latency = _ms(start)
         if isinstance(error, ProviderError):
-            attempt = Attempt(config.name, error.outcome, error.status_code, latency, error.message, config.pk)
+            attempt = Attempt(
+                config.name, error.outcome, error.status_code, latency, error.message, config.pk, self.model
+            )
             breaker.record_attempt(
                 self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message
             )
         else:  # the adapter could not be built from its config
-            attempt = Attempt(config.name, error.code, None, latency, error.message, config.pk)
+            attempt = Attempt(config.name, error.code, None, latency, error.message, config.pk, self.model)
         self.attempts.append(attempt)
 
     def succeeded(self, config: ProviderConfig, start: float) -> None:
         latency = _ms(start)
-        self.attempts.append(Attempt(config.name, "success", 200, latency, provider_id=config.pk))
+        self.attempts.append(Attempt(config.name, "success", 200, latency, provider_id=config.pk, model=self.model))
         breaker.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
 
     def exhausted(self) -> AxonFlowError:
@@ -225,13 +313,14 @@ async def complete(
     *,
     rng: random.Random | None = None,
     limiter: Limiter | None = None,
+    endpoint: str = "chat",
 ) -> RouteResult:
     """Route one non-streaming completion. Returns the result or raises (module docstring)."""
-    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter())
-    async for config in loop.providers():
+    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
+    async for config, model in loop.providers():
         start = time.perf_counter()
         try:
-            response = await snapshot.adapter(config).complete(request)
+            response = await snapshot.adapter(config).complete(for_model(request, model))
         except (ProviderError, AxonFlowError) as exc:
             loop.failed(config, exc, start)
             if isinstance(exc, ProviderError) and not exc.retryable:
@@ -241,13 +330,16 @@ async def complete(
         result = RouteResult(
             response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
         )
-        account(
-            caller, request, loop.attempts, result.response_time_ms, stream=False, result=result, trace=loop.trace()
-        )
+        loop.account(caller, request, result.response_time_ms, stream=False, result=result, endpoint=endpoint)
         return result
     error = loop.exhausted()
-    account(caller, request, loop.attempts, _ms(loop.started), stream=False, error=error, trace=loop.trace())
+    loop.account(caller, request, _ms(loop.started), stream=False, error=error, endpoint=endpoint)
     raise error
+
+
+def for_model(request: CompletionRequest, model: str | None) -> CompletionRequest:
+    """The request as sent to one attempt: with the pool's upstream model for it."""
+    return request if model is None or model == request.model else replace(request, model=model)
 
 
 class ClientClosed(AxonFlowError):
@@ -282,7 +374,11 @@ class RouteStream:
     snapshot: TenantSnapshot
     trace: Callable[[], dict] | None = None
     model: str = ""
+    model_requested: str = ""
+    endpoint: str = "chat"
+    upstream_model: str | None = None  # the pool's model for this provider (None: its own)
     text: list[str] = field(default_factory=list)
+    tool_calls: list = field(default_factory=list)  # every ToolCallDelta seen
     finish_reason: str | None = None
     usage: Usage | None = None  # set when the stream has ended
     cost: Decimal = Decimal("0")
@@ -304,6 +400,8 @@ class RouteStream:
             error=error,
             config=self.config,
             trace=self.trace,
+            model_requested=self.model_requested,
+            endpoint=self.endpoint,
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:
@@ -314,6 +412,8 @@ class RouteStream:
             while True:
                 chunk = pending.pop() if pending else await self.rest.__anext__()
                 self.text.append(chunk.delta)
+                if chunk.tool_calls:
+                    self.tool_calls.extend(chunk.tool_calls)
                 usage_seen = chunk.usage or usage_seen
                 self.finish_reason = chunk.finish_reason or self.finish_reason
                 if chunk.model:
@@ -340,11 +440,20 @@ class RouteStream:
         finally:
             await _close(self.rest)
         final = usage_seen or Usage(estimate_prompt_tokens(self.request), max(1, len("".join(self.text)) // 4))
-        response = CompletionResponse("".join(self.text), self.model or self.config.model, self.finish_reason, final)
+        model = self.model or self.upstream_model or self.config.model
+        response = CompletionResponse("".join(self.text), model, self.finish_reason, final)
         self.usage, self.cost = final, actual_cost(self.config, final, response.model)
         result = RouteResult(response, self.config, self.attempts, _ms(self.started), self.cost)
         account(
-            self.caller, self.request, self.attempts, result.response_time_ms, stream=True, result=result, trace=self.trace
+            self.caller,
+            self.request,
+            self.attempts,
+            result.response_time_ms,
+            stream=True,
+            result=result,
+            trace=self.trace,
+            model_requested=self.model_requested,
+            endpoint=self.endpoint,
         )
 
 
@@ -365,17 +474,18 @@ async def open_stream(
     *,
     rng: random.Random | None = None,
     limiter: Limiter | None = None,
+    endpoint: str = "chat",
 ) -> RouteStream:
     """Route a streaming completion up to its first chunk, failing over until then.
 
     Nothing has reached the client when this raises, so the error goes out as a plain
     error response (module docstring for which)."""
-    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter())
-    async for config in loop.providers():
+    loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
+    async for config, model in loop.providers():
         start = time.perf_counter()
         rest: AsyncIterator[Chunk] | None = None
         try:
-            rest = snapshot.adapter(config).stream(request).__aiter__()
+            rest = snapshot.adapter(config).stream(for_model(request, model)).__aiter__()
             try:
                 first = await rest.__anext__()
             except StopAsyncIteration:
@@ -399,7 +509,10 @@ async def open_stream(
             snapshot,
             loop.trace(),
             model=(first.model if first else "") or "",
+            model_requested=loop.pool.asked,
+            endpoint=endpoint,
+            upstream_model=model,
         )
     error = loop.exhausted()
-    account(caller, request, loop.attempts, _ms(loop.started), stream=True, error=error, trace=loop.trace())
+    loop.account(caller, request, _ms(loop.started), stream=True, error=error, endpoint=endpoint)
     raise error

@@ -3,7 +3,10 @@ order of attempts out. No I/O, no clock; randomness comes from the caller's Rand
 
 Rules, in the order they apply:
 
-1. Eligible: enabled, licensed (its type in the tenant's plan), not drained or forced
+0. The pool (routing/pool.py) has already narrowed the candidates to the providers
+   the requested model names, each with the upstream model to send and its weight.
+1. Eligible: enabled, licensed (its type in the tenant's plan), able to serve the
+   request (its adapter declares every feature the request needs), not drained or forced
    unhealthy by an operator, not over its rate limit, and (unless an operator forced it
    healthy) not `unhealthy` with its circuit closed. `unknown` (never checked) counts as
    healthy; `degraded` keeps half its weight. Operator states override derived health
@@ -45,6 +48,8 @@ class Candidate:
     rate_limited: bool = False
     operator_state: str = ""  # in force now ("" when none or expired)
     licensed: bool = True  # the tenant's plan covers the provider's type (a downgrade ends it)
+    model: str | None = None  # the upstream model to send (None: the provider's own)
+    unable: str = ""  # features the request needs that the adapter lacks, comma-separated
 
     @property
     def exclusion(self) -> str | None:
@@ -53,6 +58,8 @@ class Candidate:
             return "disabled"
         if not self.licensed:
             return "license_required"
+        if self.unable:
+            return "unsupported"
         if self.operator_state == DRAINED:
             return "drained"
         if self.operator_state == FORCED_UNHEALTHY:
@@ -77,6 +84,7 @@ class RoutingOptions:
     preferred_provider: str | None = None
     weights: Mapping[str, float] = field(default_factory=dict)
     disable_failover: bool = False
+    model: str | None = None  # the model asked for: picks the pool (routing/pool.py)
 
 
 def effective_weight(candidate: Candidate, options: RoutingOptions) -> float:

@@ -5,7 +5,9 @@ in this process and, through the channel layer, in every other.
 - a provider's health status moved (events.status_changed with changed=True, sent by
   routing/health/probes.py after a probe or a circuit change);
 - a tenant or an API token was saved or deleted (model signals: the token cache holds
-  the tenant's slug and plan).
+  the tenant's slug and plan);
+- a model route or one of its targets was saved or deleted (the snapshot keeps them
+  for SPEC §2 rule 0).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from axonflow_site import events
+from providers.models import ModelRoute, ModelRouteTarget
 from routing.cache import broadcast_invalidation, invalidate_on_commit
 from tenants.models import ApiToken, Tenant
 
@@ -39,3 +42,9 @@ def tenant_changed(sender, instance: Tenant, **kwargs) -> None:
 @receiver([post_save, post_delete], sender=ApiToken, dispatch_uid="routing-token-changed")
 def token_changed(sender, instance: ApiToken, **kwargs) -> None:
     invalidate_on_commit(instance.tenant_id, tokens=True)
+
+
+@receiver([post_save, post_delete], sender=ModelRoute, dispatch_uid="routing-route-changed")
+@receiver([post_save, post_delete], sender=ModelRouteTarget, dispatch_uid="routing-route-target-changed")
+def route_changed(sender, instance, **kwargs) -> None:
+    invalidate_on_commit(instance.tenant_id)

@@ -26,6 +26,7 @@ REASONS = {
     "rate_limited": "over its rate limit",
     "unhealthy": "unhealthy",
     "circuit_open": "circuit open (recent traffic failed)",
+    "not_in_pool": "not in the pool of the model asked for",
 }
 
 
@@ -36,26 +37,31 @@ def build(
     draw: Draw,
     rate_limited: Collection[int] = (),
     pool: str = "all providers",
+    members: Collection[int] | None = None,
 ) -> dict[str, Any]:
+    """`members`: the ids of the pool's providers (None: every provider)."""
     by_id = {c.id: c for c in candidates}
     rows = []
     for config in configs:
         candidate = by_id.get(config.pk)
+        outside = members is not None and config.pk not in members
         if candidate is None:  # not a candidate at all: the snapshot lists only enabled ones
             candidate = Candidate(config.pk, config.name, config.priority, config.weight, config.health_status, False)
         if config.pk in rate_limited:
             candidate = Candidate(**{**_fields(candidate), "rate_limited": True})
-        reason = candidate.exclusion
+        reason = "not_in_pool" if outside else candidate.exclusion
+        why = f"cannot serve: {candidate.unable}" if reason == "unsupported" else REASONS.get(reason or "", "")
         rows.append(
             {
                 "provider": candidate.name,
+                "model": candidate.model or config.model,
                 "priority": candidate.priority,
                 "weight": candidate.weight,
                 "weight_used": None if reason else round(effective_weight(candidate, options), 4),
                 "status": candidate.status,
                 "operator_state": candidate.operator_state,
                 "excluded": reason,
-                "why": REASONS.get(reason or "", ""),
+                "why": why,
             }
         )
     return {
@@ -81,4 +87,5 @@ def _options(options: RoutingOptions) -> Mapping[str, Any]:
         "preferred_provider": options.preferred_provider,
         "weights": dict(options.weights),
         "disable_failover": options.disable_failover,
+        "model": options.model,
     }

@@ -8,6 +8,7 @@ import pytest
 
 from axonflow_site.errors import InvalidConfig
 from providers.adapters import anthropic as adapter
+from providers.adapters import chat
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
 from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
 
@@ -192,3 +193,16 @@ async def test_an_error_event_mid_stream_is_retryable(upstream):
 def test_it_defaults_to_the_public_api():
     config = make_config("anthropic", "", KEY, model=MODEL)
     assert adapter.AnthropicProvider(config).base_url == "https://api.anthropic.com"
+
+
+def test_it_declares_everything_it_translates_and_no_embeddings():
+    capabilities = adapter.AnthropicProvider(make_config("anthropic", "", KEY, model=MODEL)).capabilities()
+    assert capabilities.features == chat.ALL_FEATURES - {chat.EMBEDDINGS}
+    req = CompletionRequest(
+        messages=[Message("user", "x", parts=(chat.ImagePart("https://example.com/a.png"),))],
+        stream=True,
+        tools=(chat.Tool("f"),),
+        parallel_tool_calls=False,
+        response_format=chat.ResponseFormat("json_schema", {"type": "object"}),
+    )
+    assert not capabilities.missing(req.required_features())

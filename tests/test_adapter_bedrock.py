@@ -1,5 +1,6 @@
 """The Bedrock adapter against the fake upstream on 127.0.0.1 (which checks SigV4 and
-speaks the binary AWS event stream), and its pure wire functions."""
+speaks the binary AWS event stream), and its pure wire functions. Tools, images, JSON
+output and embeddings: tests/test_adapter_bedrock_tools.py."""
 
 from __future__ import annotations
 
@@ -392,7 +393,16 @@ def test_an_expired_token_forgets_the_cached_credentials():
     assert aws._chain == {}
 
 
-@pytest.mark.parametrize("raw", [{"aws_access_key_id": 5}, {"profile": ["a"]}, {"health_probe": "invoke"}])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"aws_access_key_id": 5},
+        {"profile": ["a"]},
+        {"health_probe": "invoke"},
+        {"embedding_model": 5},
+        {"embedding_model": "amazon.nova-lite-v1:0"},
+    ],
+)
 def test_bad_settings_are_invalid_config(raw):
     with pytest.raises(InvalidConfig):
         bedrock.Settings.parse(raw)

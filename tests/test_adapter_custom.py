@@ -9,7 +9,16 @@ import pytest
 from axonflow_site.errors import InvalidConfig
 from providers import registry
 from providers.adapters import openai
-from providers.adapters.base import CompletionRequest, Message, Provider
+from providers.adapters.base import (
+    CompletionRequest,
+    EmbeddingRequest,
+    ImagePart,
+    Message,
+    Provider,
+    TextPart,
+    Tool,
+    ToolCall,
+)
 from providers.adapters.custom import CustomProvider, Settings
 from tests.fixtures_upstream import assert_matches_spec, make_config
 
@@ -60,6 +69,69 @@ def test_it_reuses_the_openai_adapter():
     assert issubclass(CustomProvider, openai.OpenAIProvider)
 
 
+# --- declared features ----------------------------------------------------------------------
+
+
+def test_by_default_it_handles_what_openai_does():
+    provider = CustomProvider(make_config("custom", "http://127.0.0.1:9/v1", KEY, model=MODEL))
+    assert Settings.parse({}).features == openai.FEATURES
+    assert provider.capabilities().features == openai.FEATURES and provider.supports_streaming
+
+
+def test_a_text_only_server_declares_chat_and_streaming():
+    config = make_config(
+        "custom", "http://127.0.0.1:9/v1", KEY, model=MODEL, settings={"features": ["chat", "streaming"]}
+    )
+    provider = registry.build(config)
+    capabilities = provider.capabilities()
+    assert capabilities.features == {"chat", "streaming"} and capabilities.streaming
+    tools = CompletionRequest(messages=[Message("user", "x")], tools=(Tool("f"),))
+    image = Message("user", "x", parts=(TextPart("x"), ImagePart("data:image/png;base64,AAAA")))
+    assert capabilities.missing(tools.required_features()) == {"tools"}
+    assert capabilities.missing(CompletionRequest(messages=[image]).required_features()) == {"images"}
+    assert capabilities.missing(REQUEST.required_features()) == frozenset()
+
+
+def test_a_server_that_cannot_stream_says_so():
+    provider = CustomProvider(
+        make_config("custom", "http://127.0.0.1:9/v1", KEY, model=MODEL, settings={"features": ["chat"]})
+    )
+    assert not provider.supports_streaming and not provider.capabilities().streaming
+    assert provider.capabilities().missing(CompletionRequest(messages=[], stream=True).required_features()) == {
+        "streaming"
+    }
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        "chat",
+        [],
+        {"chat": True},
+        ["chat", 5],
+        ["chat", "teleport"],
+        ["chat", "tools", "parallel_tool_calls", "Tools"],
+        ["chat", "parallel_tool_calls"],
+        ["chat", "image_urls"],
+        ["tools"],
+        ["streaming"],
+    ],
+)
+def test_refused_features_are_an_invalid_config(features):
+    with pytest.raises(InvalidConfig) as exc:
+        Settings.parse({"features": features})
+    assert exc.value.code == "invalid_config" and "settings.features" in exc.value.message
+    with pytest.raises(InvalidConfig):
+        registry.build(
+            make_config("custom", "http://127.0.0.1:9/v1", KEY, model=MODEL, settings={"features": features})
+        )
+
+
+def test_openai_itself_takes_no_features_setting():
+    with pytest.raises(InvalidConfig, match="features"):
+        openai.Settings.parse({"features": ["chat"]})
+
+
 # --- against the fake upstream ----------------------------------------------------------
 
 
@@ -89,6 +161,30 @@ async def test_a_keyless_server_gets_no_credential_header(upstream):
     response = await provider_for(upstream, key="").complete(REQUEST)
     assert response.content == "Echo: Hello vLLM"
     assert "authorization" not in upstream.last("cu").headers
+
+
+@pytest.mark.usefixtures("http_session")
+async def test_it_passes_tools_through_and_reads_the_call(upstream):
+    request = CompletionRequest(messages=[Message("user", "Find docs")], tools=(Tool("search"),), max_tokens=32)
+    response = await provider_for(upstream).complete(request)
+    sent = upstream.last("cu")
+    assert sent.body["tools"] == [{"type": "function", "function": {"name": "search"}}]
+    assert_matches_spec("openai", "CreateChatCompletionRequest", sent.body)
+    assert [(c.name, c.input()) for c in response.tool_calls] == [("search", {"input": "Find docs"})]
+    assert isinstance(response.tool_calls[0], ToolCall) and response.finish_reason == "tool_calls"
+
+
+@pytest.mark.usefixtures("http_session")
+async def test_it_embeds_with_the_configured_model(upstream):
+    provider = provider_for(upstream, embedding_model="BAAI/bge-small-en-v1.5", headers={"X-Team": "t"})
+    response = await provider.embed(EmbeddingRequest(["hi"]))
+    sent = upstream.last("cu")
+    assert (sent.path, sent.body["model"], sent.headers["x-team"]) == (
+        "/cu/v1/embeddings",
+        "BAAI/bge-small-en-v1.5",
+        "t",
+    )
+    assert response.model == "BAAI/bge-small-en-v1.5" and len(response.vectors) == 1
 
 
 @pytest.mark.usefixtures("http_session")
@@ -128,8 +224,13 @@ def team_factory_setting(settings):
 def team_config(upstream, acme, make_provider):
     """A stored ProviderConfig of type custom that names the factory."""
     return make_provider(
-        acme, name="team", type="custom", model=MODEL, base_url=upstream.base_url("team", "custom"),
-        settings={"factory": "team"}, api_key=KEY,
+        acme,
+        name="team",
+        type="custom",
+        model=MODEL,
+        base_url=upstream.base_url("team", "custom"),
+        settings={"factory": "team"},
+        api_key=KEY,
     )
 
 
@@ -141,6 +242,14 @@ async def test_a_factory_registered_in_settings_builds_and_serves_a_custom_confi
     assert response.content == "[team] Echo: Hello vLLM"
     sent = upstream.last("team")
     assert sent.headers["x-team-gateway"] == "1" and sent.headers["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.usefixtures("team_factory_setting")
+def test_a_factory_built_provider_keeps_its_declared_features():
+    settings = {"factory": "team", "features": ["chat", "streaming", "tools"]}
+    provider = registry.build(make_config("custom", "http://127.0.0.1:9/v1", KEY, model=MODEL, settings=settings))
+    assert isinstance(provider, TeamProvider)
+    assert provider.capabilities().features == {"chat", "streaming", "tools"}
 
 
 @pytest.mark.usefixtures("team_factory_setting")

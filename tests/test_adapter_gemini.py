@@ -291,10 +291,25 @@ async def test_parse_stream_refuses_a_stream_without_finish_reason():
     await stream_until_error(gemini.parse_stream(sse_events(part)), MalformedResponse)
 
 
-@pytest.mark.parametrize("raw", [{"api_version": "latest"}, {"safety_settings": "none"}, {"safety_settings": ["x"]}])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"api_version": "latest"},
+        {"safety_settings": "none"},
+        {"safety_settings": ["x"]},
+        {"embedding_model": ""},
+        {"embedding_model": "models/gemini embedding"},
+        {"embedding_model": 4},
+    ],
+)
 def test_bad_settings_are_invalid_config(raw):
     with pytest.raises(InvalidConfig):
         gemini.Settings.parse(raw)
+
+
+def test_the_embedding_model_is_a_setting():
+    assert gemini.Settings.parse({}).embedding_model == "gemini-embedding-001"
+    assert gemini.Settings.parse({"embedding_model": "gemini-embedding-exp"}).embedding_model == "gemini-embedding-exp"
 
 
 def test_lite_models_are_not_priced_as_their_bigger_sibling():

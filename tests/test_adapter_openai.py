@@ -62,7 +62,15 @@ def test_to_wire_can_send_the_legacy_max_tokens_field():
 
 
 @pytest.mark.parametrize(
-    "raw", [{"max_tokens_field": "tokens"}, {"stream_usage": "yes"}, {"organization": 5}, {"project": "a\nb"}]
+    "raw",
+    [
+        {"max_tokens_field": "tokens"},
+        {"stream_usage": "yes"},
+        {"organization": 5},
+        {"project": "a\nb"},
+        {"embedding_model": ["text-embedding-3-small"]},
+        {"embedding_model": "a\nb"},
+    ],
 )
 def test_settings_reject_bad_values(raw):
     with pytest.raises(InvalidConfig):

@@ -105,7 +105,14 @@ async def test_it_returns_the_response_and_the_route():
     assert result.response.content == "hello there"
     assert result.provider_name == "a"
     assert result.route()["attempts"] == [
-        {"provider": "a", "outcome": "success", "status_code": 200, "latency_ms": pytest.approx(0, abs=50), "error": ""}
+        {
+            "provider": "a",
+            "model": "m",
+            "outcome": "success",
+            "status_code": 200,
+            "latency_ms": pytest.approx(0, abs=50),
+            "error": "",
+        }
     ]
 
 

@@ -96,7 +96,7 @@ class CompletionRequest:
             needs.add(STREAMING)
         if self.tools or any(m.tool_calls or m.role == "tool" for m in self.messages):
             needs.add(TOOLS)
-        if self.parallel_tool_calls is not None and self.tools:
+        if self.parallel_tool_calls is False and self.tools:  # true is every API's default
             needs.add(PARALLEL_TOOL_CALLS)
         images = [p for m in self.messages if m.parts for p in m.parts if isinstance(p, ImagePart)]
         if images:

@@ -6,6 +6,10 @@ headers.
 - vLLM's server: https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html
 
 `config.base_url` is required and includes the version prefix (`http://host:8000/v1`).
+Such a server speaks OpenAI's wire, but not necessarily all of it: `settings.features`
+declares what it handles (chat.py names; default: everything openai.py does), e.g.
+`["chat", "streaming"]` for a text-only server, so the router never sends it tools,
+images, structured output or embeddings it would reject or silently ignore.
 A user's own provider class is not built here: a `custom` config whose settings name
 `{"factory": "<name>"}` is built by the factory registered under that name
 (providers/registry.py, AXONFLOW_PROVIDER_FACTORIES).
@@ -16,11 +20,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.adapters import openai
-from providers.adapters.base import invalid_setting
+from providers.adapters.base import (
+    ALL_FEATURES,
+    CHAT,
+    IMAGE_URLS,
+    IMAGES,
+    JSON_MODE,
+    JSON_SCHEMA,
+    PARALLEL_TOOL_CALLS,
+    STREAMING,
+    TOOLS,
+    invalid_setting,
+)
 from providers.adapters.http import check_setting_names
+
+if TYPE_CHECKING:
+    from providers.models import ProviderConfig
 
 # RFC 9110 token characters for header names.
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
@@ -34,6 +52,12 @@ RESERVED_HEADERS = {
 RESERVED_PREFIXES = ("proxy-",)
 DEFAULT_AUTH_HEADER = "Authorization"
 DEFAULT_AUTH_SCHEME = "Bearer"
+# A feature that only makes sense with another one (there are no tools to call in
+# parallel without tools, no images by URL without images, no streamed tools without chat…).
+FEATURE_NEEDS = {
+    STREAMING: CHAT, TOOLS: CHAT, IMAGES: CHAT, JSON_MODE: CHAT, JSON_SCHEMA: CHAT,
+    PARALLEL_TOOL_CALLS: TOOLS, IMAGE_URLS: IMAGES,
+}  # fmt: skip
 
 
 def _header_name(name: Any, what: str) -> str:
@@ -53,18 +77,38 @@ def _header_value(value: Any, what: str) -> str:
     return value
 
 
+def _features(value: Any) -> frozenset[str]:
+    """The declared features: a non-empty list of chat.py names, each with what it needs."""
+    if value is None:
+        return openai.FEATURES
+    if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value):
+        raise invalid_setting("settings.features must be a non-empty list of feature names.")
+    features = frozenset(value)
+    unknown = sorted(features - ALL_FEATURES)
+    if unknown:
+        known = ", ".join(sorted(ALL_FEATURES))
+        raise invalid_setting(f"settings.features: {unknown[0][:40]!r} is not a feature (known: {known}).")
+    for name in sorted(features):
+        needed = FEATURE_NEEDS.get(name)
+        if needed and needed not in features:
+            raise invalid_setting(f"settings.features: {name!r} needs {needed!r}.")
+    return features
+
+
 @dataclass(frozen=True, slots=True)
 class Settings(openai.Settings):
     """openai's settings plus `headers` ({name: value}, sent on every request),
     `auth_header` (default Authorization) and `auth_scheme` (default Bearer; "" sends
-    the bare key, as `api-key: <key>` gateways expect) and `health_path` (default
-    /models). `max_tokens` is sent as `max_tokens`, which every compatible server knows."""
+    the bare key, as `api-key: <key>` gateways expect), `health_path` (default
+    /models) and `features` (what the server handles, see above). `max_tokens` is sent
+    as `max_tokens`, which every compatible server knows."""
 
     max_tokens_field: str = "max_tokens"
     headers: tuple[tuple[str, str], ...] = field(default=())
     auth_header: str = DEFAULT_AUTH_HEADER
     auth_scheme: str = DEFAULT_AUTH_SCHEME
     health_path: str = openai.MODELS_PATH
+    features: frozenset[str] = openai.FEATURES
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
@@ -87,6 +131,7 @@ class Settings(openai.Settings):
             auth_header=_header_name(raw.get("auth_header", DEFAULT_AUTH_HEADER), "auth_header"),
             auth_scheme=scheme,
             health_path=health_path,
+            features=_features(raw.get("features")),
         )
 
 
@@ -96,6 +141,12 @@ class CustomProvider(openai.OpenAIProvider):
     type = "custom"
     settings_class = Settings
     default_base_url = None  # there is no public default; base_url is required
+
+    def __init__(self, config: ProviderConfig):
+        super().__init__(config)
+        # What this server was declared to handle (a factory's subclass inherits it).
+        self.features = self.settings.features
+        self.supports_streaming = STREAMING in self.features
 
     def extra_headers(self) -> dict[str, str]:
         return dict(self.settings.headers)

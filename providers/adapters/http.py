@@ -429,8 +429,9 @@ class BaseProvider:
 
     type = ""
     supports_streaming = True
-    # What this wire API can do (chat.py names); each adapter lists its own.
-    features: ClassVar[frozenset[str]] = frozenset({CHAT, STREAMING})
+    # What this wire API can do (chat.py names); each adapter lists its own (custom may
+    # narrow it per instance from its settings).
+    features: frozenset[str] = frozenset({CHAT, STREAMING})
     settings_class: ClassVar[Any] = None
     call_class: ClassVar[type[Call] | None] = None
 

@@ -1,6 +1,8 @@
-"""OpenAI Chat Completions.
+"""OpenAI Chat Completions and Embeddings.
 
-- Chat: https://platform.openai.com/docs/api-reference/chat/create (`POST {base}/chat/completions`)
+- Chat: https://platform.openai.com/docs/api-reference/chat/create (`POST {base}/chat/completions`):
+  content parts (text, image_url), tools and tool_choice, parallel_tool_calls,
+  response_format (json_object, json_schema), seed, penalties, logit_bias, user
 - Streaming: https://platform.openai.com/docs/api-reference/chat-streaming (SSE `data:` lines
   holding `chat.completion.chunk` objects, ended by `data: [DONE]`; with
   `stream_options.include_usage` a last chunk with empty `choices` carries the usage)
@@ -9,6 +11,8 @@
 - Auth: https://platform.openai.com/docs/api-reference/authentication (`Authorization:
   Bearer`, optional `OpenAI-Organization` and `OpenAI-Project`)
 - Models: https://platform.openai.com/docs/api-reference/models/list (the health probe)
+- Embeddings: https://platform.openai.com/docs/api-reference/embeddings/create (`POST
+  {base}/embeddings`; `data[].embedding` ordered by `data[].index`)
 
 `config.base_url` includes the version (`https://api.openai.com/v1`), as the official
 client's base_url does, so OpenAI-compatible servers plug in with their own prefix.
@@ -21,14 +25,31 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from providers.adapters.base import (
+    CHAT,
+    EMBEDDINGS,
+    IMAGE_URLS,
+    IMAGES,
+    JSON_MODE,
+    JSON_SCHEMA,
+    PARALLEL_TOOL_CALLS,
+    STREAMING,
+    TOOLS,
     Chunk,
     CompletionRequest,
     CompletionResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
     HealthProbe,
+    ImagePart,
     MalformedResponse,
+    Message,
+    Part,
     ProviderError,
+    ResponseFormat,
+    Tool,
+    ToolCall,
+    ToolCallDelta,
     Usage,
-    chat_messages,
     invalid_setting,
     present,
     token_count,
@@ -41,10 +62,18 @@ if TYPE_CHECKING:
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CHAT_PATH = "/chat/completions"
 MODELS_PATH = "/models"
+EMBEDDINGS_PATH = "/embeddings"
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 DONE = "[DONE]"
 # `max_tokens` is deprecated on Chat Completions and rejected by reasoning models;
 # `max_completion_tokens` is its replacement (see the create reference above).
 MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
+# Every feature of chat.py: the reference API the shared representation follows.
+FEATURES = frozenset(
+    {CHAT, STREAMING, TOOLS, PARALLEL_TOOL_CALLS, IMAGES, IMAGE_URLS, JSON_MODE, JSON_SCHEMA, EMBEDDINGS}
+)
+# Roles whose messages may carry a participant `name` (tool messages have none).
+NAMED_ROLES = ("system", "user", "assistant")
 
 
 def _text_setting(raw: Mapping[str, Any], name: str) -> str:
@@ -57,13 +86,15 @@ def _text_setting(raw: Mapping[str, Any], name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Settings:
     """`config.settings` for openai: `organization`, `project` (sent as headers),
-    `max_tokens_field` (max_completion_tokens | max_tokens) and `stream_usage`
-    (ask for the usage chunk; default true)."""
+    `max_tokens_field` (max_completion_tokens | max_tokens), `stream_usage`
+    (ask for the usage chunk; default true) and `embedding_model` (for embeddings
+    requests that name no model)."""
 
     organization: str = ""
     project: str = ""
     max_tokens_field: str = "max_completion_tokens"
     stream_usage: bool = True
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> Settings:
@@ -85,24 +116,88 @@ class Settings:
             "project": _text_setting(raw, "project"),
             "max_tokens_field": field_name,
             "stream_usage": stream_usage,
+            "embedding_model": _text_setting(raw, "embedding_model") or defaults["embedding_model"],
         }
 
 
 def to_wire(req: CompletionRequest, model: str, settings: Settings | None = None, *, stream: bool = False) -> dict:
-    """The Chat Completions body for `req`; the system prompt becomes the first message."""
+    """The Chat Completions body for `req`; the system prompt becomes the first message.
+
+    `tool_choice` and `parallel_tool_calls` go only with tools: the API refuses them
+    otherwise ("only allowed when 'tools' are specified")."""
     settings = settings or Settings()
+    system = [{"role": "system", "content": req.system}] if req.system else []
     body: dict[str, Any] = {
         "model": model,
-        "messages": chat_messages(req),
+        "messages": system + [message_to_wire(m) for m in req.messages],
         **present(temperature=req.temperature, top_p=req.top_p, stop=req.stop),
     }
     if req.max_tokens is not None:
         body[settings.max_tokens_field] = req.max_tokens
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": tool_to_wire(t)} for t in req.tools]
+        choice = req.tool_choice
+        if choice is not None:
+            named = {"type": "function", "function": {"name": choice.name}}
+            body["tool_choice"] = named if choice.mode == "function" else choice.mode
+        body.update(present(parallel_tool_calls=req.parallel_tool_calls))
+    if req.response_format is not None:
+        body["response_format"] = response_format_to_wire(req.response_format)
+    bias = req.logit_bias
+    if bias is not None:
+        # Typed as integers (-100..100) by the API: a whole float is sent as one.
+        bias = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in bias.items()}
+    body |= present(
+        seed=req.seed,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        logit_bias=bias,
+        user=req.user,
+    )
     if stream:
         body["stream"] = True
         if settings.stream_usage:
             body["stream_options"] = {"include_usage": True}
     return body
+
+
+def message_to_wire(m: Message) -> dict[str, Any]:
+    """One message in the API's shape. Only user messages take image parts (system and
+    assistant content is text or text parts), so other roles send their text."""
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": m.content}
+    content: Any = m.content
+    if m.role == "user" and m.parts:
+        content = [part_to_wire(p) for p in m.parts]
+    message: dict[str, Any] = {"role": m.role, "content": content}
+    if m.role == "assistant" and m.tool_calls:
+        # Content is "required unless tool_calls … is specified": null on a call-only turn.
+        message["content"] = content or None
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.name and m.role in NAMED_ROLES:
+        message["name"] = m.name
+    return message
+
+
+def part_to_wire(part: Part) -> dict[str, Any]:
+    if isinstance(part, ImagePart):
+        return {"type": "image_url", "image_url": {"url": part.url, **present(detail=part.detail)}}
+    return {"type": "text", "text": part.text}
+
+
+def tool_to_wire(tool: Tool) -> dict[str, Any]:
+    return {"name": tool.name, **present(description=tool.description, parameters=tool.parameters, strict=tool.strict)}
+
+
+def response_format_to_wire(fmt: ResponseFormat) -> dict[str, Any]:
+    if fmt.type != "json_schema":
+        return {"type": "json_object"}
+    # `name` is required by the API; a client that gave none gets a neutral one.
+    options = present(schema=fmt.schema, strict=fmt.strict, description=fmt.description)
+    return {"type": "json_schema", "json_schema": {"name": fmt.name or "response", **options}}
 
 
 def usage_from(data: Any) -> Usage | None:
@@ -147,16 +242,57 @@ def from_wire(body: Any, provider: str = "openai") -> CompletionResponse:
         finish_reason=choices[0].get("finish_reason"),
         usage=usage_from(body.get("usage")) or Usage(),
         id=body.get("id"),
+        tool_calls=tool_calls_from(message.get("tool_calls"), provider),
     )
+
+
+def _text(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _calls(raw: Any, provider: str) -> list[tuple[int, dict, dict]]:
+    """(position, call, function) of each tool call in a message or delta."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise MalformedResponse(provider, "tool_calls is not a list of objects")
+    return [(i, item, item["function"] if isinstance(item.get("function"), dict) else {}) for i, item in enumerate(raw)]
+
+
+def tool_calls_from(raw: Any, provider: str = "openai") -> list[ToolCall] | None:
+    """A response message's function calls (None when it made none). A compatible
+    server that gives no id gets `call_<position>`, so results can still refer to it."""
+    calls = []
+    for i, call, function in _calls(raw, provider):
+        if _text(function, "name") is None:
+            raise MalformedResponse(provider, "a tool call has no function name")
+        calls.append(ToolCall(_text(call, "id") or f"call_{i}", function["name"], _text(function, "arguments") or ""))
+    return calls or None
+
+
+def tool_call_deltas(raw: Any, provider: str = "openai") -> list[ToolCallDelta] | None:
+    """A stream delta's tool-call pieces as they came: index, and id and name on a
+    call's first piece, a fragment of the arguments on every piece."""
+    deltas = [
+        ToolCallDelta(
+            index=call["index"] if type(call.get("index")) is int else i,
+            id=_text(call, "id"),
+            name=_text(function, "name"),
+            arguments=_text(function, "arguments") or "",
+        )
+        for i, call, function in _calls(raw, provider)
+    ]
+    return deltas or None
 
 
 async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "openai") -> AsyncIterator[Chunk]:
     """Chunks from the SSE events of a streamed completion.
 
-    Text deltas come as they arrive; one last chunk carries the finish reason and the
-    usage (which follows the finish chunk when include_usage is on). A stream that ends
-    without `[DONE]` or a finish reason raises MalformedResponse, so a truncated answer
-    is never passed off as complete."""
+    Text and tool-call deltas come as they arrive; one last chunk carries the finish
+    reason and the usage (which follows the finish chunk when include_usage is on). A
+    stream that ends without `[DONE]` or a finish reason raises MalformedResponse, so a
+    truncated answer is never passed off as complete."""
     finish: str | None = None
     usage: Usage | None = None
     model: str | None = None
@@ -170,20 +306,52 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         model = obj.get("model") or model
         usage = usage_from(obj.get("usage")) or usage
         for choice in obj.get("choices") or []:
-            delta = (choice.get("delta") or {}).get("content") if isinstance(choice, dict) else None
-            if delta:
-                yield Chunk(delta=delta, model=model)
-            if isinstance(choice, dict) and choice.get("finish_reason"):
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+            text, calls = _text(delta, "content") or "", tool_call_deltas(delta.get("tool_calls"), provider)
+            if text or calls:
+                yield Chunk(delta=text, model=model, tool_calls=calls)
+            if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
     if not done and finish is None:
         raise MalformedResponse(provider, "stream ended before [DONE]")
     yield Chunk(finish_reason=finish or "stop", usage=usage, model=model)
 
 
+def embeddings_to_wire(req: EmbeddingRequest, model: str) -> dict[str, Any]:
+    """The /embeddings body: always a list of inputs, and float vectors."""
+    options = present(dimensions=req.dimensions, user=req.user)
+    return {"model": model, "input": list(req.inputs), **options, "encoding_format": "float"}
+
+
+def embeddings_from_wire(body: Any, provider: str = "openai", expected: int | None = None) -> EmbeddingResponse:
+    """The vectors of an embeddings list, ordered by `index`. Raises MalformedResponse
+    when the body is not one (or holds another number of vectors than `expected`)."""
+    if not isinstance(body, dict):
+        raise MalformedResponse(provider, "response is not a JSON object")
+    _raise_in_band_error(body, provider)
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise MalformedResponse(provider, "embeddings response has no data list")
+    if expected is not None and len(data) != expected:
+        raise MalformedResponse(provider, f"expected {expected} embeddings, got {len(data)}")
+    vectors: list[list[float]] = []
+    for item in sorted(data, key=lambda item: item.get("index") if type(item.get("index")) is int else 0):
+        vector = item.get("embedding")
+        if not isinstance(vector, list) or not all(type(v) in (int, float) for v in vector):
+            raise MalformedResponse(provider, "an embedding is not a list of numbers")
+        vectors.append([float(v) for v in vector])
+    usage = body["usage"] if isinstance(body.get("usage"), dict) else {}
+    prompt_tokens = token_count(usage.get("prompt_tokens"), "prompt_tokens")
+    return EmbeddingResponse(vectors=vectors, model=str(body.get("model") or ""), prompt_tokens=prompt_tokens)
+
+
 class OpenAIProvider(BaseProvider):
     """Adapter for the OpenAI API (and, through CustomProvider, compatible servers)."""
 
     type = "openai"
+    features = FEATURES
     settings_class: type[Settings] = Settings
     default_base_url: str | None = DEFAULT_BASE_URL
 
@@ -224,6 +392,15 @@ class OpenAIProvider(BaseProvider):
         lines = await self.open_lines(self.base_url + CHAT_PATH, self.headers("text/event-stream"), body)
         async for chunk in parse_stream(sse_events(lines), self.name):
             yield chunk
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """POST {base}/embeddings; the vectors in input order. Raises ProviderError."""
+        body = embeddings_to_wire(request, request.model or self.settings.embedding_model)
+        url = self.base_url + EMBEDDINGS_PATH
+        data = await self._call().request_json("POST", url, self.headers(), json_body=body)
+        response = embeddings_from_wire(data, self.name, len(request.inputs))
+        response.model = response.model or body["model"]
+        return response
 
     async def health_check(self) -> HealthProbe:
         """GET {base}/models: cheap, authenticated, and generates nothing."""

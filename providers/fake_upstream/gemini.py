@@ -1,22 +1,35 @@
 """Gemini (generativelanguage v1beta) wire format for the fake upstream:
 `models/{model}:generateContent`, `:streamGenerateContent` (SSE with `alt=sse`, else a
-JSON array) and `GET /v1beta/models`, as https://ai.google.dev/api/generate-content and
+JSON array), `:embedContent`, `:batchEmbedContents` and `GET /v1beta/models`, as
+https://ai.google.dev/api/generate-content, https://ai.google.dev/api/embeddings and
 https://ai.google.dev/api/models describe them, with Google's error body
 (https://ai.google.dev/gemini-api/docs/troubleshooting).
 
-Like the live API it rejects unknown request fields and roles other than user/model.
-A last user message containing BLOCK_MARKER gets the blocked-prompt answer (200,
+Like the live API it rejects unknown request fields (in parts, function declarations and
+their schemas too), roles other than user/model, a part holding two kinds of data or bytes
+that are not base64, and an OBJECT parameter schema without properties. Models whose name
+holds "embedding" only embed, and the others only generate (404 otherwise).
+
+What it answers (synth.py decides the content): with functions offered and a calling mode
+other than NONE, a last turn that is not a functionResponse gets functionCall parts (the
+first with a thoughtSignature, as Gemini 3 sends); a functionResponse gets "Tool said: ...";
+`responseMimeType` application/json gets JSON shaped by `responseSchema`. A last user
+message containing BLOCK_MARKER gets the blocked-prompt answer (200,
 `promptFeedback.blockReason`, no candidates).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import zlib
+from typing import Any
 
 from aiohttp import web
 
+from providers.fake_upstream import synth
 from providers.fake_upstream.core import (
     FakeRequest,
     Route,
@@ -30,7 +43,10 @@ from providers.fake_upstream.core import (
 
 BASE_PATH = ""
 MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
+EMBEDDING_MODELS = ("gemini-embedding-001",)
 BLOCK_MARKER = "[[fake:block]]"
+FAKE_SIGNATURE = base64.b64encode(b"fake thought signature").decode()
+MAX_EMBED_BATCH = 100
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -51,6 +67,25 @@ CONFIG_FIELDS = {
     "responseMimeType", "responseSchema", "responseJsonSchema", "presencePenalty", "frequencyPenalty",
     "responseLogprobs", "logprobs", "thinkingConfig", "responseModalities", "mediaResolution",
 }  # fmt: skip
+PART_DATA = {
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+}
+PART_FIELDS = PART_DATA | {"thought", "thoughtSignature", "videoMetadata", "mediaResolution", "partMetadata"}
+DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema"}
+SCHEMA_FIELDS = {
+    "type", "format", "title", "description", "nullable", "enum", "required", "properties", "items", "anyOf",
+    "minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minimum", "maximum",
+    "pattern", "example", "propertyOrdering",
+}  # fmt: skip
+SCHEMA_TYPES = {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
+CALLING_MODES = {"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"}
+EMBED_FIELDS = {"model", "content", "taskType", "title", "outputDimensionality", "embedContentConfig"}
 
 
 def error_body(status: int, message: str) -> dict:
@@ -66,49 +101,210 @@ def stream_error_frame(message: str = "An internal error has occurred.") -> str:
     return f"data: {body}\n\n"
 
 
-def _invalid(req: FakeRequest, message: str) -> web.Response:
-    return req.error(400, message)
+# --- request checks ---------------------------------------------------------------------
 
 
-def _check(req: FakeRequest) -> web.Response | None:
-    """The API's first checks: a key, then the body against GenerateContentRequest."""
-    if not caller_key(req.http):
-        message = "Method doesn't allow unregistered callers (callers without established identity)."
-        return req.error(403, message + " Please use API Key or other form of API consumer identity to call this API.")
-    body = req.body
-    if not isinstance(body, dict):
-        return _invalid(req, "Invalid JSON payload received.")
-    unknown = sorted(set(body) - REQUEST_FIELDS)
-    unknown += sorted(f"generationConfig.{k}" for k in set(body.get("generationConfig") or {}) - CONFIG_FIELDS)
-    if unknown:
-        return _invalid(req, f'Invalid JSON payload received. Unknown name "{unknown[0]}": Cannot find field.')
-    contents = body.get("contents")
-    if not isinstance(contents, list) or not contents:
-        return _invalid(req, "* GenerateContentRequest.contents: contents is not specified")
-    for content in contents:
-        if not isinstance(content, dict) or not isinstance(content.get("parts"), list) or not content["parts"]:
-            return _invalid(req, "* GenerateContentRequest.contents: contents.parts must not be empty.")
-        if content.get("role", "user") not in ("user", "model"):
-            return _invalid(req, "Please use a valid role: user, model.")
-    stops = (body.get("generationConfig") or {}).get("stopSequences") or []
-    if len(stops) > 5:
-        return _invalid(req, "* GenerateContentRequest.generation_config.stop_sequences: at most 5 allowed")
+def _unknown(names: Any, known: set[str], where: str) -> str | None:
+    extra = sorted(set(names) - known)
+    if not extra:
+        return None
+    return f"Invalid JSON payload received. Unknown name \"{extra[0]}\" at '{where}': Cannot find field."
+
+
+def _is_bytes(value: Any) -> bool:
+    """Whether `value` is base64, standard or URL-safe, as proto JSON reads TYPE_BYTES."""
+    try:
+        base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
+    except (AttributeError, binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _object_with(value: Any, name: str, field: str) -> bool:
+    return isinstance(value, dict) and isinstance(value.get(name), str) and isinstance(value.get(field, {}), dict)
+
+
+PART_RULES = {  # field: (valid, what the API says otherwise)
+    "thoughtSignature": (_is_bytes, "thought_signature' (TYPE_BYTES), Base64 decoding failed"),
+    "inlineData": (
+        lambda v: isinstance(v, dict) and bool(v.get("mimeType")) and _is_bytes(v.get("data")),
+        "inline_data': mimeType and base64 data are required",
+    ),
+    "functionCall": (lambda v: _object_with(v, "name", "args"), "function_call': a name and object args"),
+    "functionResponse": (
+        lambda v: _object_with(v, "name", "response") and "response" in v,
+        "function_response': a name and an object response",
+    ),
+}
+
+
+def _part_problem(part: Any) -> str | None:
+    if not isinstance(part, dict) or len(set(part) & PART_DATA) != 1:
+        return "* GenerateContentRequest.contents.parts: a part holds exactly one of text, inlineData, functionCall…"
+    for field, (valid, message) in PART_RULES.items():
+        if field in part and not valid(part[field]):
+            return f"Invalid value at 'contents[].parts[].{message}"
+    return _unknown(part, PART_FIELDS, "contents[].parts[]")
+
+
+def _schema_problem(schema: Any, where: str) -> str | None:
+    """Gemini's Schema (https://ai.google.dev/api/caching#Schema): known keys only."""
+    if not isinstance(schema, dict):
+        return f"Invalid JSON payload received. Expected an object at '{where}'."
+    if str(schema.get("type", "OBJECT")).upper() not in SCHEMA_TYPES:
+        return f"Invalid value at '{where}.type': {schema['type']!r}"
+    subs = [*(schema.get("properties") or {}).values(), *schema.get("anyOf", ()), *filter(None, [schema.get("items")])]
+    return _unknown(schema, SCHEMA_FIELDS, where) or next(
+        filter(None, (_schema_problem(s, where + ".*") for s in subs)), None
+    )
+
+
+def _declaration_problem(declaration: Any, where: str) -> str | None:
+    if not isinstance(declaration, dict) or not declaration.get("name"):
+        return f"* GenerateContentRequest.{where}.name: Name cannot be empty."
+    parameters = declaration.get("parameters")
+    if (
+        isinstance(parameters, dict)
+        and str(parameters.get("type")).upper() == "OBJECT"
+        and not parameters.get("properties")
+    ):
+        return f"* GenerateContentRequest.{where}.parameters.properties: should be non-empty for OBJECT type"
+    problem = _unknown(declaration, DECLARATION_FIELDS, where)
+    return problem or (_schema_problem(parameters, where + ".parameters") if parameters is not None else None)
+
+
+def _tools_problem(body: dict) -> str | None:
+    for t, tool in enumerate(body.get("tools") or []):
+        for d, declaration in enumerate((tool or {}).get("functionDeclarations") or []):
+            problem = _declaration_problem(declaration, f"tools[{t}].function_declarations[{d}]")
+            if problem:
+                return problem
+    mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode", "AUTO")
+    if mode not in CALLING_MODES:
+        return f"Invalid value at 'tool_config.function_calling_config.mode': {mode!r}"
     return None
 
 
-def _answer(req: FakeRequest, body: dict) -> tuple[list[str], str, dict, str]:
-    """(reply pieces, finishReason, usageMetadata, last user text)."""
+def _forbidden(req: FakeRequest) -> web.Response | None:
+    if caller_key(req.http):
+        return None
+    message = "Method doesn't allow unregistered callers (callers without established identity)."
+    return req.error(403, message + " Please use API Key or other form of API consumer identity to call this API.")
+
+
+def _not_found(req: FakeRequest, method: str) -> web.Response:
+    model = req.params["model"]
+    return req.error(404, f"models/{model} is not found for API version v1beta, or is not supported for {method}.")
+
+
+def _contents_problem(contents: Any) -> str | None:
+    if not isinstance(contents, list) or not contents:
+        return "* GenerateContentRequest.contents: contents is not specified"
+    for content in contents:
+        if not isinstance(content, dict) or not isinstance(content.get("parts"), list) or not content["parts"]:
+            return "* GenerateContentRequest.contents: contents.parts must not be empty."
+        if content.get("role", "user") not in ("user", "model"):
+            return "Please use a valid role: user, model."
+        problem = next(filter(None, map(_part_problem, content["parts"])), None)
+        if problem:
+            return problem
+    return None
+
+
+def _body_problem(body: Any) -> str | None:
+    """What the API refuses in a GenerateContentRequest, or None."""
+    if not isinstance(body, dict):
+        return "Invalid JSON payload received."
+    config = body.get("generationConfig") or {}
+    if not isinstance(config, dict):
+        return "Invalid JSON payload received. generation_config is not an object."
+    if len(config.get("stopSequences") or []) > 5:
+        return "* GenerateContentRequest.generation_config.stop_sequences: at most 5 allowed"
+    return (
+        _unknown(body, REQUEST_FIELDS, "GenerateContentRequest")
+        or _unknown(config, CONFIG_FIELDS, "generation_config")
+        or _contents_problem(body.get("contents"))
+        or _tools_problem(body)
+    )
+
+
+def _check(req: FakeRequest) -> web.Response | None:
+    """The API's first checks: a key, a generating model, then the body."""
+    forbidden = _forbidden(req)
+    if forbidden or "embedding" in req.params["model"]:
+        return forbidden or _not_found(req, "generateContent")
+    problem = _body_problem(req.body)
+    return req.error(400, problem) if problem else None
+
+
+# --- answers ------------------------------------------------------------------------------
+
+
+def _json_schema(schema: Any) -> Any:
+    """Gemini's OpenAPI-style schema as the JSON Schema synth reads (lower-case types)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(out.get("type"), str):
+        out["type"] = out["type"].lower()
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {name: _json_schema(sub) for name, sub in out["properties"].items()}
+    if "items" in out:
+        out["items"] = _json_schema(out["items"])
+    return out
+
+
+def _function_calls(body: dict, prompt: str) -> list[dict]:
+    """The functionCall parts the fake model answers with (none when no function is
+    offered or the mode is NONE)."""
+    declarations = [d for tool in body.get("tools") or [] for d in tool.get("functionDeclarations") or []]
+    config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+    mode = str(config.get("mode") or "AUTO")
+    if not declarations or mode == "NONE":
+        return []
+    allowed = config.get("allowedFunctionNames") or []
+    forced = allowed[0] if mode == "ANY" and allowed else None
+    schemas = {d["name"]: _json_schema(d.get("parameters") or d.get("parametersJsonSchema")) for d in declarations}
+    names = synth.pick_tools(list(schemas), forced, prompt)
+    parts: list[dict] = [
+        {"functionCall": {"name": name, "args": synth.tool_arguments(schemas.get(name), prompt)}} for name in names
+    ]
+    parts[0]["thoughtSignature"] = FAKE_SIGNATURE
+    return parts
+
+
+def _result_text(response: dict) -> str:
+    result = response.get("result")
+    return result if set(response) == {"result"} and isinstance(result, str) else json.dumps(response)
+
+
+def _reply_text(req: FakeRequest, body: dict, last: str) -> str:
+    results = [p["functionResponse"] for p in body["contents"][-1]["parts"] if "functionResponse" in p]
+    if results:
+        return synth.tool_result_reply("\n".join(_result_text(r["response"]) for r in results))
+    config = body.get("generationConfig") or {}
+    if config.get("responseMimeType") == "application/json":
+        return synth.json_reply(last, _json_schema(config.get("responseSchema") or config.get("responseJsonSchema")))
+    return req.reply_for(last)
+
+
+def _answer(req: FakeRequest, body: dict) -> tuple[list[dict], list[str], str, dict, str]:
+    """(functionCall parts, reply pieces, finishReason, usageMetadata, last user text)."""
     contents = body["contents"]
     last = last_text(contents, field="parts", default_role="user")
+    answers_results = any("functionResponse" in p for p in contents[-1]["parts"])
+    calls = [] if answers_results else _function_calls(body, last)
     config = body.get("generationConfig") or {}
-    reply = generate(req.reply_for(last), config.get("stopSequences"), config.get("maxOutputTokens"))
+    reply = generate(
+        "" if calls else _reply_text(req, body, last), config.get("stopSequences"), config.get("maxOutputTokens")
+    )
     pieces, reason = reply.pieces, "MAX_TOKENS" if reply.truncated else "STOP"
     system = text_of((body.get("systemInstruction") or {}).get("parts"))
     prompt = count_tokens(system + "\n" + "\n".join(text_of(c.get("parts")) for c in contents))
-    completion = count_tokens("".join(pieces))
+    completion = count_tokens(json.dumps([c["functionCall"] for c in calls]) if calls else "".join(pieces))
     prompt, completion, total = req.counts(prompt, completion)
     usage = {"promptTokenCount": prompt, "candidatesTokenCount": completion, "totalTokenCount": total}
-    return pieces, reason, usage, last
+    return calls, pieces, reason, usage, last
 
 
 def _blocked(usage: dict, model: str) -> dict:
@@ -120,8 +316,8 @@ def _blocked(usage: dict, model: str) -> dict:
     }
 
 
-def _response(text: str, reason: str | None, usage: dict, model: str, response_id: str) -> dict:
-    candidate: dict = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+def _response(parts: list[dict], reason: str | None, usage: dict, model: str, response_id: str) -> dict:
+    candidate: dict = {"content": {"parts": parts, "role": "model"}, "index": 0}
     if reason:
         candidate["finishReason"] = reason
     return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model, "responseId": response_id}
@@ -130,20 +326,22 @@ def _response(text: str, reason: str | None, usage: dict, model: str, response_i
 @checked(_check)
 async def generate_content(req: FakeRequest) -> web.StreamResponse:
     model = req.params["model"]
-    pieces, reason, usage, last = _answer(req, req.body)
+    calls, pieces, reason, usage, last = _answer(req, req.body)
     if BLOCK_MARKER in last:
         return await req.json(_blocked(usage, model))
     response_id = f"fake{zlib.crc32(req.raw):08x}"
-    return await req.json(_response("".join(pieces), reason, usage, model, response_id))
+    return await req.json(_response(calls or [{"text": "".join(pieces)}], reason, usage, model, response_id))
 
 
 @checked(_check)
 async def stream_generate(req: FakeRequest) -> web.StreamResponse:
     model = req.params["model"]
-    pieces, reason, usage, last = _answer(req, req.body)
+    calls, pieces, reason, usage, last = _answer(req, req.body)
     response_id = f"fake{zlib.crc32(req.raw):08x}"
     if BLOCK_MARKER in last:
         events = [_blocked(usage, model)]
+    elif calls:  # function calls come whole, in one event
+        events = [_response(calls, reason, usage, model, response_id)]
     else:
         # Every chunk carries usage so far; the last one the finishReason and the totals.
         events, sent = [], ""
@@ -155,25 +353,86 @@ async def stream_generate(req: FakeRequest) -> web.StreamResponse:
             else:
                 so_far = usage
             final = reason if i == len(pieces) - 1 else None
-            events.append(_response(piece, final, usage if final else so_far, model, response_id))
+            events.append(_response([{"text": piece}], final, usage if final else so_far, model, response_id))
     if req.http.query.get("alt") != "sse":
         return await req.json(events)
     return await req.sse([(None, event) for event in events])
 
 
+# --- embeddings ---------------------------------------------------------------------------
+
+
+def _embed_problem(request: Any, model: str, where: str, batched: bool = False) -> str | None:
+    """An EmbedContentRequest's problem: unknown fields, no text, another model (a
+    batched request must name the batch's)."""
+    if not isinstance(request, dict):
+        return f"Invalid JSON payload received. Expected an object at '{where}'."
+    problem = _unknown(request, EMBED_FIELDS, where)
+    parts = (request.get("content") or {}).get("parts") if isinstance(request.get("content"), dict) else None
+    if not problem and (not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts)):
+        problem = f"* {where}.content: content is not specified"
+    if not problem and request.get("model", None if batched else f"models/{model}") != f"models/{model}":
+        problem = f"* {where}.model: the model of each request must match the model of the batch (models/{model})"
+    return problem
+
+
+def _dimensions(request: dict) -> Any:
+    return (request.get("embedContentConfig") or {}).get("outputDimensionality") or request.get("outputDimensionality")
+
+
+def _embedding(request: dict) -> dict:
+    return {"values": synth.embedding(text_of(request["content"]["parts"]), _dimensions(request))}
+
+
+def _embed_check(req: FakeRequest) -> web.Response | None:
+    forbidden = _forbidden(req)
+    method = "batchEmbedContents" if req.http.path.endswith("batchEmbedContents") else "embedContent"
+    if forbidden or "embedding" not in req.params["model"]:
+        return forbidden or _not_found(req, method)
+    body, model = req.body, req.params["model"]
+    if method == "embedContent":
+        problem = _embed_problem(body, model, "EmbedContentRequest")
+    elif not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
+        problem = "* BatchEmbedContentsRequest.requests: requests is not specified"
+    elif len(body["requests"]) > MAX_EMBED_BATCH:
+        problem = f"* BatchEmbedContentsRequest.requests: at most {MAX_EMBED_BATCH} requests can be in one batch"
+    else:
+        problem = _unknown(body, {"requests"}, "BatchEmbedContentsRequest") or next(
+            (
+                p
+                for i, r in enumerate(body["requests"])
+                if (p := _embed_problem(r, model, f"requests[{i}]", batched=True))
+            ),
+            None,
+        )
+    return req.error(400, problem) if problem else None
+
+
+@checked(_embed_check)
+async def embed_content(req: FakeRequest) -> web.StreamResponse:
+    return await req.json({"embedding": _embedding(req.body)})
+
+
+@checked(_embed_check)
+async def batch_embed_contents(req: FakeRequest) -> web.StreamResponse:
+    return await req.json({"embeddings": [_embedding(request) for request in req.body["requests"]]})
+
+
 async def list_models(req: FakeRequest) -> web.StreamResponse:
     if not caller_key(req.http):
         return req.error(403, "Method doesn't allow unregistered callers.")
+    methods = {name: ["generateContent", "countTokens"] for name in MODELS}
+    methods.update({name: ["embedContent", "batchEmbedContents"] for name in EMBEDDING_MODELS})
     models = [
         {
             "name": f"models/{name}",
             "version": "001",
             "displayName": name.replace("-", " ").title(),
-            "inputTokenLimit": 1048576,
-            "outputTokenLimit": 65536,
-            "supportedGenerationMethods": ["generateContent", "countTokens"],
+            "inputTokenLimit": 1048576 if name in MODELS else 2048,
+            "outputTokenLimit": 65536 if name in MODELS else 1,
+            "supportedGenerationMethods": supported,
         }
-        for name in MODELS
+        for name, supported in methods.items()
     ]
     return await req.json({"models": models})
 
@@ -182,5 +441,7 @@ MODEL = r"/v1beta/models/(?P<model>[A-Za-z0-9._-]+)"
 ROUTES = [
     Route("POST", re.compile(MODEL + ":generateContent"), generate_content, kind="chat"),
     Route("POST", re.compile(MODEL + ":streamGenerateContent"), stream_generate, kind="chat"),
+    Route("POST", re.compile(MODEL + ":embedContent"), embed_content, kind="embeddings"),
+    Route("POST", re.compile(MODEL + ":batchEmbedContents"), batch_embed_contents, kind="embeddings"),
     Route("GET", "/v1beta/models", list_models, kind="probe"),
 ]

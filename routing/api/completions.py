@@ -53,10 +53,11 @@ def to_route(data: dict) -> tuple[CompletionRequest, RoutingOptions]:
         temperature=data.get("temperature"),
         top_p=data.get("top_p"),
         stop=data.get("stop") or None,
-        model=data.get("model") or None,
         stream=data["stream"],
     )
-    options = RoutingOptions(data.get("preferred_provider"), data.get("weights") or {}, data["disable_failover"])
+    options = RoutingOptions(
+        data.get("preferred_provider"), data.get("weights") or {}, data["disable_failover"], data.get("model") or None
+    )
     return request, options
 
 

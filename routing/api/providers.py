@@ -18,14 +18,14 @@ from tenants.models import Tenant
 TYPES = {
     **dict.fromkeys(("name", "type", "api_key", "secret_ref", "base_url", "model", "region"), (str,)),
     **dict.fromkeys(("priority", "weight", "rate_limit", "timeout_seconds"), (int,)),
-    "enabled": (bool,), "settings": (dict,),
+    "enabled": (bool,), "settings": (dict,), "models": (list,),
     "cost_input_per_1k": (str, float, type(None)), "cost_output_per_1k": (str, float, type(None)),
 }  # fmt: skip
 
 # What PUT resets when a field is absent (the key is write-only and kept).
 PUT_DEFAULTS = {
     "base_url": "", "region": "", "enabled": True, "priority": 0, "weight": 50, "rate_limit": 0,
-    "timeout_seconds": 30, "settings": {}, "cost_input_per_1k": None, "cost_output_per_1k": None,
+    "timeout_seconds": 30, "settings": {}, "models": [], "cost_input_per_1k": None, "cost_output_per_1k": None,
 }  # fmt: skip
 
 

@@ -33,7 +33,7 @@ class ProviderSerializer(serializers.ModelSerializer):
     class Meta:
         model = ProviderConfig
         fields = [
-            "name", "type", "base_url", "model", "region", "enabled", "priority", "weight", "rate_limit",
+            "name", "type", "base_url", "model", "models", "region", "enabled", "priority", "weight", "rate_limit",
             "timeout_seconds", "settings", "cost_input_per_1k", "cost_output_per_1k", "secret_ref",
             "api_key_set", "api_key_last4", "health_status", "health_source", "last_checked_at",
             "operator_state", "operator_reason", "operator_by", "operator_at", "operator_until",
@@ -54,6 +54,12 @@ class ProviderWriteSerializer(serializers.Serializer):
     secret_ref = serializers.CharField(required=False, help_text="env:NAME, file:/path or a Secrets Manager ARN")
     base_url = serializers.URLField(required=False, allow_blank=True, help_text="Blank: the adapter's default.")
     model = serializers.CharField(max_length=200)
+    models = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        max_length=100,
+        help_text="Other upstream model names this provider serves; clients may ask for any of them by name.",
+    )
     region = serializers.CharField(required=False)
     enabled = serializers.BooleanField(required=False)
     priority = serializers.IntegerField(required=False, min_value=-1000, max_value=1000)
@@ -180,6 +186,9 @@ class CostSerializer(serializers.Serializer):
 
 class AttemptSerializer(serializers.Serializer):
     provider = serializers.CharField()
+    model = serializers.CharField(
+        allow_blank=True, default="", help_text="The upstream model this attempt asked the provider for."
+    )
     outcome = serializers.CharField(help_text="success, http_<status>, timeout, connect_error, malformed, rate_limited…")
     status_code = serializers.IntegerField(allow_null=True)
     latency_ms = serializers.FloatField()

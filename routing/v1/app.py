@@ -14,8 +14,8 @@ import time
 
 from django.conf import settings
 
-from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ProviderNotFound
-from routing import router
+from axonflow_site.errors import AxonFlowError, PayloadTooLarge
+from routing import pool, router
 from routing.cache import get_snapshot
 from routing.ratelimit import check_tenant
 from routing.route import Caller, new_request_id
@@ -94,10 +94,6 @@ async def chat(scope, receive, send, request_id: str) -> None:
     data = wire.parse_body(await read_body(scope, receive))
     completion, options, model, include_usage = wire.parse_chat(data)
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
-    if options.preferred_provider and options.preferred_provider not in snapshot.by_name:
-        raise ProviderNotFound(
-            f"The model '{model}' is neither a provider of this tenant nor 'auto'.", {"param": "model", "name": model}
-        )
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
     if completion.stream:
@@ -151,8 +147,7 @@ async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str
 async def models(scope, send, request_id: str) -> None:
     identity = await authenticate(scope)
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
-    names = [(c.name, c.type) for c in snapshot.enabled]
-    await send_json(send, 200, wire.models_body(names), [(b"x-request-id", request_id.encode())])
+    await send_json(send, 200, wire.models_body(pool.names(snapshot)), [(b"x-request-id", request_id.encode())])
 
 
 async def openai_app(scope, receive, send) -> None:

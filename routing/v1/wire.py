@@ -201,9 +201,9 @@ def parse_chat(data: dict) -> tuple[CompletionRequest, RoutingOptions, str, bool
     )
     model = model.strip()
     routing = RoutingOptions(
-        preferred_provider=None if model == AUTO else model,
         weights=parse_weights(data.get("weights")),
         disable_failover=_flag(data, "disable_failover"),
+        model=model,
     )
     return request, routing, model, include_usage
 
@@ -282,8 +282,7 @@ DONE_EVENT = b"data: [DONE]\n\n"
 
 
 def models_body(names: list[tuple[str, str]]) -> bytes:
-    """The model list: `auto` and one entry per enabled provider (id = provider name)."""
+    """The model list: every (name, owner) a client may ask for (routing/pool.names)."""
     created = int(time.time())
-    data = [{"id": AUTO, "object": "model", "created": created, "owned_by": "axonflow"}]
-    data += [{"id": name, "object": "model", "created": created, "owned_by": owner} for name, owner in names]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": owner} for name, owner in names]
     return dumps({"object": "list", "data": data})

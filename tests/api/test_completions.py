@@ -51,6 +51,8 @@ def test_it_routes_a_prompt_and_returns_the_route(api, two, upstream):
 
 
 def test_messages_system_and_options_reach_the_upstream(api, two, upstream):
+    two[0].models = ["gpt-4o"]  # "a" serves gpt-4o besides its default model (SPEC §2 rule 0)
+    two[0].save()
     r = api.post(
         URL,
         json={
@@ -66,6 +68,14 @@ def test_messages_system_and_options_reach_the_upstream(api, two, upstream):
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}
     assert sent["messages"][-1] == {"role": "user", "content": "hi"}
     assert sent["temperature"] == 0.2 and sent["stop"] == ["END"] and sent["model"] == "gpt-4o"
+    assert r.json()["route"]["attempts"][0]["model"] == "gpt-4o"
+
+
+def test_a_model_nothing_serves_is_provider_not_found_and_nothing_is_sent(api, two, upstream):
+    r = api.post(URL, json={"prompt": "hi", "model": "gpt-9"})
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "provider_not_found" and r.json()["error"]["details"]["name"] == "gpt-9"
+    assert upstream.stats() == {}
 
 
 def test_every_request_succeeds_through_the_other_provider_when_one_always_fails(api, two, upstream, acme, as_tenant):
@@ -305,11 +315,12 @@ def test_with_warm_caches_a_completion_runs_no_query(
     breaker.remember_thresholds(acme.pk, status.DEFAULT_THRESHOLDS)  # keep its background load out of the count
     cache.invalidate_all()
     # Cold: the token; then, in one RLS transaction (a savepoint inside the test's, plus
-    # set_config on PostgreSQL), the tenant and its providers. last_used is stamped later
+    # set_config on PostgreSQL), the tenant, its providers and its model routes with their
+    # targets (one join, for SPEC §2 rule 0). last_used is stamped later
     # by the usage writer, off the request path. On PostgreSQL, nested in the test's own
     # transaction, tenant_context also reads and restores the outer tenant (two queries
     # a server, with no outer transaction there, does not make).
-    with django_assert_num_queries(8 if settings.IS_POSTGRES else 5):
+    with django_assert_num_queries(9 if settings.IS_POSTGRES else 6):
         assert acme_completions_api.post(URL, {"prompt": "hi"}).status_code == 200
     with django_assert_num_queries(0):
         for _ in range(3):

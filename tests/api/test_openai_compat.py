@@ -140,7 +140,8 @@ def test_a_bad_key_is_an_authentication_error(gateway, two):
 def test_models_lists_auto_and_the_enabled_providers(client, two, acme, make_provider, globex, upstream):
     make_provider(acme, name="off", enabled=False)
     make_provider(globex, name="globex-only")
-    assert [m.id for m in client.models.list()] == ["auto", "a", "b"]
+    # `auto`, then the upstream models the providers serve, then the providers themselves.
+    assert [m.id for m in client.models.list()] == ["auto", "gpt-4o-mini", "a", "b"]
 
 
 # --- raw HTTP ----------------------------------------------------------------------------------
@@ -268,8 +269,8 @@ def test_with_warm_caches_a_completion_runs_no_query(http, two, queries):
     background = [q for q in queries if q.startswith('SELECT "tenants_tenant"') and q.endswith("LIMIT 1")]
     cold = [q for q in queries if q not in background]
     # The token; then, in one RLS transaction (BEGIN on SQLite, set_config on PostgreSQL),
-    # the tenant and its providers.
-    assert len(cold) == 4, [q[:60] for q in cold]
+    # the tenant, its providers, and its model routes with their targets (one join).
+    assert len(cold) == 5, [q[:60] for q in cold]
     queries.clear()
     for _ in range(5):
         assert http.post(CHAT, json={"model": "auto", "messages": HELLO}).status_code == 200

@@ -88,7 +88,9 @@ def test_the_routing_options_reach_the_router(dave_client, two, upstream, acme, 
     events = events_of(dave_client.post(URL, {"prompt": "hi", "preferred_provider": "b", f"weight_{a.pk}": "0"}))
     assert events[-1][1]["provider"] == "b" and upstream.counts("a") == {}
     (record,) = records(acme, as_tenant)
-    assert record.trace["options"] == {"preferred_provider": "b", "weights": {"a": 0.0}, "disable_failover": False}
+    assert record.trace["options"] == {
+        "preferred_provider": "b", "weights": {"a": 0.0}, "disable_failover": False, "model": None
+    }
     assert record.trace["draw"]["method"] == "preferred"
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 PRICES_AS_OF = "2026-11-01"
 D = Decimal
+ZERO_PRICE = D("0")
 # model (or prefix, longest match wins) -> (input per 1K, output per 1K)
 PRICES: dict[str, tuple[Decimal, Decimal]] = {
     # OpenAI
@@ -58,6 +59,14 @@ PRICES: dict[str, tuple[Decimal, Decimal]] = {
     "amazon.nova-pro": (D("0.0008"), D("0.0032")),
     "meta.llama3-1-8b-instruct": (D("0.00022"), D("0.00022")),
     "meta.llama3-1-70b-instruct": (D("0.00099"), D("0.00099")),
+    # Embedding models (input only)
+    "text-embedding-3-small": (D("0.00002"), ZERO_PRICE),
+    "text-embedding-3-large": (D("0.00013"), ZERO_PRICE),
+    "text-embedding-ada-002": (D("0.0001"), ZERO_PRICE),
+    "gemini-embedding-001": (D("0.00015"), ZERO_PRICE),
+    "amazon.titan-embed-text-v2": (D("0.00002"), ZERO_PRICE),
+    "cohere.embed-english-v3": (D("0.0001"), ZERO_PRICE),
+    "cohere.embed-multilingual-v3": (D("0.0001"), ZERO_PRICE),
     # Ollama models (llama3.2, qwen3, gemma3…) run on the operator's hardware: not
     # listed, so they cost 0 unless the config sets its own prices.
 }

@@ -153,7 +153,7 @@ def _ms(start: float) -> float:
 
 def account(
     caller: Caller,
-    request: CompletionRequest,
+    request: CompletionRequest | str | None,
     attempts: list[Attempt],
     latency_ms: float,
     *,
@@ -167,7 +167,8 @@ def account(
 ) -> None:
     """The router's one exit to usage: queue the Entry for a request that was served
     (`result`) or failed (`error`; `config` names the provider when a stream broke
-    after it answered, else the last provider tried is named)."""
+    after it answered, else the last provider tried is named). `request` is the
+    completion, or for embeddings the text to store when the tenant keeps prompts."""
     entry = Entry(
         caller.tenant_id,
         caller.token_id,
@@ -180,7 +181,9 @@ def account(
         stream=stream,
         latency_ms=latency_ms,
         request_id=caller.request_id,
-        prompt=prompt_text(request.system, request.messages) if caller.store_prompts else None,
+        prompt=(prompt_text(request.system, request.messages) if caller.store_prompts else None)
+        if isinstance(request, CompletionRequest)
+        else request,
         model_requested=model_requested,
         trace=trace,
         endpoint=endpoint,

@@ -391,8 +391,9 @@ def test_api_completions_asking_for_globex_models_never_reach_globex(stream, gat
     """`model` naming globex's providers or route: globex's providers are never dialled
     and nothing of globex shows or changes (acme's own request is acme's to log)."""
     on_the_fake(upstream, mine, theirs)
+    token = make_token(mine.tenant, TokenScope.COMPLETIONS, "app")
     before = database_state(mine.tenant, theirs.tenant)
-    with gateway.client(make_token(mine.tenant, TokenScope.COMPLETIONS, "app")) as http:
+    with gateway.client(token) as http:
         for model in (theirs.provider.name, theirs.standby.name, theirs.route.name):
             body = {"prompt": "hello", "model": model, "stream": stream}
             response = http.post("/api/v1/completions", json=body)
@@ -408,19 +409,15 @@ def test_api_completions_asking_for_globex_models_never_reach_globex(stream, gat
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 builds SPEC §2 rule 0 for /api/v1/completions; today `model` is only the upstream model "
-    "name sent to every provider of the tenant (the isolation holds: the test above)",
-)
 def test_api_completions_asking_for_a_globex_provider_or_route_is_provider_not_found(
     stream, gateway, mine, theirs, markers, upstream
 ):
     """SPEC §2 rule 0: a `model` that is none of the tenant's providers, routes or models
     is provider_not_found; another tenant's names are as unknown as missing ones."""
     on_the_fake(upstream, mine, theirs)
+    token = make_token(mine.tenant, TokenScope.COMPLETIONS, "app")
     before = database_state(mine.tenant, theirs.tenant)
-    with gateway.client(make_token(mine.tenant, TokenScope.COMPLETIONS, "app")) as http:
+    with gateway.client(token) as http:
         for model in (theirs.provider.name, theirs.standby.name, theirs.route.name):
             body = {"prompt": "hello", "model": model, "stream": stream}
             response = http.post("/api/v1/completions", json=body)
@@ -603,9 +600,14 @@ def test_acme_cannot_switch_to_globex(mine, theirs, alice):
 
 # --- /v1, the OpenAI-compatible surface (a raw ASGI app, not in the resolver) ----------------
 
-V1_ENDPOINTS = {("POST", "/v1/chat/completions"), ("GET", "/v1/models")}
-# SPEC §3 paths not served yet: each must stay "no such endpoint" until it joins the matrix.
-V1_NOT_SERVED = ("/v1/embeddings", "/v1/messages", "/v1/completions", "/v1/models/gpt-4o-mini")
+V1_ENDPOINTS = {
+    ("POST", "/v1/chat/completions"),
+    ("GET", "/v1/models"),
+    ("POST", "/v1/embeddings"),
+    ("POST", "/v1/messages"),
+}
+# Paths not served: each must stay "no such endpoint" until it joins the matrix.
+V1_NOT_SERVED = ("/v1/completions", "/v1/models/gpt-4o-mini")
 
 
 def v1_attempts(b: World) -> list[tuple[dict, int, str]]:
@@ -630,6 +632,19 @@ def test_v1_refuses_globex_providers_and_routes_and_changes_nothing(scope, gatew
             response = http.post("/v1/chat/completions", json=body)
             assert response.status_code == status_code, (body, response.status_code, response.text[:300])
             assert response.json()["error"]["code"] == code, (body, response.text[:300])
+            assert_shows_nothing_of(markers, json.dumps(body), response.text + str(response.headers), str(body))
+        for body, expected in (
+            ({"model": theirs.provider.name, "input": "hello"}, (404, "provider_not_found")),
+            ({"model": theirs.route.name, "input": "hello"}, (404, "provider_not_found")),
+            ({"model": "auto", "input": "hello", "weights": {theirs.provider.name: 100}}, (400, "validation_error")),
+        ):
+            response = http.post("/v1/embeddings", json=body)
+            assert (response.status_code, response.json()["error"]["code"]) == expected, (body, response.text[:300])
+            assert_shows_nothing_of(markers, json.dumps(body), response.text + str(response.headers), str(body))
+        for name in (theirs.provider.name, theirs.standby.name, theirs.route.name):
+            body = {"model": name, "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
+            response = http.post("/v1/messages", json=body)
+            assert response.status_code == 404 and response.json()["error"]["type"] == "not_found_error", body
             assert_shows_nothing_of(markers, json.dumps(body), response.text + str(response.headers), str(body))
         listed = http.get("/v1/models")
         assert listed.status_code == 200

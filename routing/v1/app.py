@@ -1,9 +1,12 @@
-"""The OpenAI-compatible /v1 (SPEC §3): POST /v1/chat/completions and GET /v1/models,
-a raw ASGI handler mounted ahead of Django (axonflow_site/mount.py). It does no
+"""The compatible surfaces (SPEC §3): OpenAI's POST /v1/chat/completions, POST
+/v1/embeddings and GET /v1/models, and Anthropic's POST /v1/messages, as a raw ASGI
+handler mounted ahead of Django (axonflow_site/mount.py). It does no
 synchronous Django work on the request path: the token, the tenant's providers and
 their health come from in-process caches (a miss goes through sync_to_async once),
 and usage goes to the batch writer. Measured, Django's request cycle alone costs more
-than this whole handler (docs/routing.md). The wire format is routing/v1/wire.py.
+than this whole handler (docs/routing.md). The wire formats are routing/v1/wire.py and
+chat.py (OpenAI chat), embeddings.py and messages.py (Anthropic); errors on
+/v1/messages use Anthropic's envelope, everywhere else OpenAI's.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import time
 from django.conf import settings
 
 from axonflow_site.errors import AxonFlowError, PayloadTooLarge
-from routing import pool, router
+from routing import embeddings, pool, router
 from routing.cache import get_snapshot
 from routing.ratelimit import check_tenant
 from routing.route import Caller, new_request_id
 from routing.router import RouteStream, StreamFailed
+from routing.v1 import messages as anthropic_wire
 from routing.v1 import wire
+from routing.v1.embeddings import embeddings_body, parse_embeddings
 from tenants.authentication import TokenIdentity, identify
 
 log = logging.getLogger("axonflow.completions")
@@ -48,9 +53,14 @@ def header(scope, name: bytes) -> str | None:
 
 
 async def authenticate(scope) -> TokenIdentity:
-    """The caller's identity, once its tenant's API rate limit admits the request.
+    """The caller's identity, once its tenant's API rate limit admits the request: our
+    token as a Bearer, or (as Anthropic's clients send it) in `x-api-key`.
     Raises Unauthorized or RateLimited."""
-    identity = await identify(header(scope, b"authorization"), in_request=False)
+    authorization = header(scope, b"authorization")
+    if authorization is None:
+        api_key = header(scope, b"x-api-key")
+        authorization = f"Bearer {api_key}" if api_key else None
+    identity = await identify(authorization, in_request=False)
     if identity.api_rate_limit:  # unlimited tenants skip even the call
         await check_tenant(identity)
     return identity
@@ -81,12 +91,13 @@ async def send_json(send, status: int, body: bytes, extra: list[tuple[bytes, byt
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send, error: AxonFlowError, request_id: str) -> None:
+async def send_error(send, error: AxonFlowError, request_id: str, anthropic: bool = False) -> None:
     extra = [(b"x-request-id", request_id.encode())]
     extra += [(k.lower().encode(), str(v).encode()) for k, v in error.headers.items()]
     if error.http_status == 401:
         extra.append((b"www-authenticate", b'Bearer realm="axonflow"'))
-    await send_json(send, error.http_status, wire.error_body(error), extra)
+    body = anthropic_wire.error_body(error, request_id) if anthropic else wire.error_body(error)
+    await send_json(send, error.http_status, body, extra)
 
 
 async def chat(scope, receive, send, request_id: str) -> None:
@@ -103,6 +114,61 @@ async def chat(scope, receive, send, request_id: str) -> None:
     result = await router.complete(snapshot, completion, options, caller)
     extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
     await send_json(send, 200, wire.completion_body(result, request_id), extra)
+
+
+async def embed(scope, receive, send, request_id: str) -> None:
+    identity = await authenticate(scope)
+    request, options, encoding = parse_embeddings(wire.parse_body(await read_body(scope, receive)))
+    snapshot = await get_snapshot(identity.tenant_id, in_request=False)
+    router.validate_names(snapshot, options)
+    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    answer = await embeddings.embed(snapshot, request, options, caller)
+    extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+    await send_json(send, 200, embeddings_body(answer, encoding), extra)
+
+
+async def messages(scope, receive, send, request_id: str) -> None:
+    """Anthropic's Messages API, routed to any provider type."""
+    identity = await authenticate(scope)
+    data = wire.parse_body(await read_body(scope, receive))
+    completion, model, options = anthropic_wire.parse_messages_request(data)
+    snapshot = await get_snapshot(identity.tenant_id, in_request=False)
+    router.validate_names(snapshot, options)
+    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    if completion.stream:
+        stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
+        await stream_messages(receive, send, stream, request_id)
+        return
+    result = await router.complete(snapshot, completion, options, caller, endpoint="messages")
+    extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+    await send_json(send, 200, anthropic_wire.message_body(result.response, request_id, model), extra)
+
+
+async def stream_messages(receive, send, stream: RouteStream, request_id: str) -> None:
+    """Send the stream as Anthropic's events; stop if the client goes away."""
+    headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+        (b"x-axonflow-provider", stream.provider_name.encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    encoder = anthropic_wire.MessageStream(request_id, stream.model or stream.upstream_model or stream.config.model)
+    chunks = stream.chunks()
+    try:
+        async for chunk in chunks:
+            if watcher.done():
+                break
+            await send({"type": "http.response.body", "body": encoder.events(chunk), "more_body": True})
+        else:
+            await send({"type": "http.response.body", "body": encoder.finish()})
+    except StreamFailed as exc:
+        await send({"type": "http.response.body", "body": anthropic_wire.error_event(exc.error)})
+    finally:
+        watcher.cancel()
+        await chunks.aclose()
 
 
 async def _disconnected(receive) -> None:
@@ -122,7 +188,8 @@ async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     watcher = asyncio.ensure_future(_disconnected(receive))
     chunks = stream.chunks()
-    created, model, first = int(time.time()), stream.model or stream.config.model, True
+    created, first = int(time.time()), True
+    model = stream.model or stream.upstream_model or stream.config.model
     try:
         async for chunk in chunks:
             if watcher.done():
@@ -166,6 +233,14 @@ async def openai_app(scope, receive, send) -> None:
             if method != "POST":
                 raise MethodNotAllowed(f"Use POST for {path}.")
             await chat(scope, receive, tracking_send, request_id)
+        elif path == "/v1/embeddings":
+            if method != "POST":
+                raise MethodNotAllowed(f"Use POST for {path}.")
+            await embed(scope, receive, tracking_send, request_id)
+        elif path == "/v1/messages":
+            if method != "POST":
+                raise MethodNotAllowed(f"Use POST for {path}.")
+            await messages(scope, receive, tracking_send, request_id)
         elif path == "/v1/models":
             if method != "GET":
                 raise MethodNotAllowed(f"Use GET for {path}.")
@@ -176,10 +251,9 @@ async def openai_app(scope, receive, send) -> None:
         return
     except AxonFlowError as exc:
         if not started:
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, anthropic=path == "/v1/messages")
     except Exception:
         log.exception("unexpected error serving %s %s", method, path)
         if not started:
-            await send_error(
-                send, AxonFlowError("Internal error; see the server log.", {"request_id": request_id}), request_id
-            )
+            error = AxonFlowError("Internal error; see the server log.", {"request_id": request_id})
+            await send_error(send, error, request_id, anthropic=path == "/v1/messages")

@@ -84,7 +84,12 @@ from providers.adapters.base import (
 )
 from providers.adapters.chat import valid_data_url
 from routing.selection import RoutingOptions
-from routing.v1.wire import MAX_MESSAGES, MAX_STOP, _fail, _flag, _integer, _number, dumps, parse_weights
+from routing.v1.chat import MAX_MESSAGES, MAX_STOP, parse_weights
+from routing.v1.chat import fail as _fail
+from routing.v1.chat import flag as _flag
+from routing.v1.chat import integer as _integer
+from routing.v1.chat import number as _number
+from routing.v1.wire import dumps
 
 MAX_TOKENS = 1_000_000
 MAX_USER_ID = 512  # metadata.user_id, as the spec limits it

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible wire format of our /v1 surface: parse a Chat Completions request
-body into a CompletionRequest, render the response, stream chunks and errors as the
+"""The OpenAI-compatible wire format of our /v1 surface: read the body (the Chat
+Completions request itself is parsed in routing/v1/chat.py), render the response
+with its tool calls, stream chunks (tool-call deltas included) and errors as the
 official clients expect them.
 
 - Request and response: https://platform.openai.com/docs/api-reference/chat/create
@@ -18,28 +19,15 @@ checks are few. Everything a client can get wrong is a ValidationFailed naming `
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 from axonflow_site.errors import AxonFlowError, ValidationFailed
-from providers.adapters.base import Chunk, CompletionRequest, Message
+from providers.adapters.base import Chunk, ToolCall
 from routing.api.parsers import MAX_JSON_DEPTH, nested_too_deeply
 from routing.router import RouteResult
-from routing.selection import RoutingOptions
+from routing.v1.chat import parse_chat  # noqa: F401 (the request side; the face calls wire.parse_chat)
 
-AUTO = "auto"
-MAX_MESSAGES = 2048
-MAX_STOP = 16
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# Accepted and honoured, or harmless to ignore (`user` is an end-user id for abuse
-# monitoring; `n` may only be 1). Anything else is refused by name rather than dropped.
-KNOWN_FIELDS = frozenset(
-    {
-        "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-        "stream", "stream_options", "n", "user", "weights", "disable_failover",
-    }
-)  # fmt: skip
 ERROR_TYPES = {
     "validation_error": "invalid_request_error",
     "payload_too_large": "invalid_request_error",
@@ -56,104 +44,6 @@ ERROR_TYPES = {
 }
 
 
-def _fail(param: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{param}: {message}", {"field": param, "param": param})
-
-
-def _number(data: dict, name: str, low: float, high: float) -> float | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(name, "must be a number")
-    if not low <= value <= high:
-        raise _fail(name, f"must be between {low:g} and {high:g}")
-    return float(value)
-
-
-def _integer(data: dict, name: str, low: int, high: int) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _fail(name, "must be an integer")
-    if not low <= value <= high:
-        raise _fail(name, f"must be between {low} and {high}")
-    return value
-
-
-def _flag(data: dict, name: str) -> bool:
-    value = data.get(name, False)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise _fail(name, "must be true or false")
-    return value
-
-
-def _content(index: int, content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: only text is supported
-        texts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise _fail(f"messages[{index}].content", "only text content parts are supported")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise _fail(f"messages[{index}].content", "must be a string or a list of text parts")
-
-
-def parse_messages(raw: Any) -> tuple[str | None, list[Message]]:
-    """(joined system prompt, the other messages in order)."""
-    if not isinstance(raw, list) or not raw:
-        raise _fail("messages", "must be a non-empty list")
-    if len(raw) > MAX_MESSAGES:
-        raise _fail("messages", f"at most {MAX_MESSAGES} messages")
-    system: list[str] = []
-    messages: list[Message] = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise _fail(f"messages[{i}]", "must be an object with role and content")
-        extra = set(item) - {"role", "content", "name"}
-        if extra:
-            raise _fail(f"messages[{i}]", f"unsupported field(s): {', '.join(sorted(extra))}")
-        role = ROLES.get(item.get("role")) if isinstance(item.get("role"), str) else None
-        if role is None:
-            raise _fail(f"messages[{i}].role", "must be system, developer, user or assistant")
-        text = _content(i, item.get("content"))
-        if role == "system":
-            system.append(text)
-        else:
-            messages.append(Message(role, text))
-    if not messages:
-        raise _fail("messages", "needs at least one user or assistant message")
-    return ("\n\n".join(system) if system else None), messages
-
-
-def parse_stop(value: Any) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and len(value) <= MAX_STOP and all(isinstance(s, str) for s in value):
-        return value or None
-    raise _fail("stop", f"must be a string or a list of at most {MAX_STOP} strings")
-
-
-def parse_weights(value: Any) -> dict[str, float]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail("weights", "must be an object of provider name to number")
-    for name, weight in value.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise _fail("weights", f"weight of '{name}' must be a number")
-        if not 0 <= weight <= 100:
-            raise _fail("weights", f"weight of '{name}' must be between 0 and 100")
-    return {name: float(weight) for name, weight in value.items()}
-
-
 def parse_body(raw: bytes) -> dict:
     if nested_too_deeply(raw):
         raise ValidationFailed(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", {"param": None})
@@ -166,46 +56,6 @@ def parse_body(raw: bytes) -> dict:
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object.", {"param": None})
     return data
-
-
-def parse_chat(data: dict) -> tuple[CompletionRequest, RoutingOptions, str, bool]:
-    """(request, routing options, the `model` asked for, include_usage) from a Chat
-    Completions body. `model` is a provider name or "auto"; resolving it is the caller's job."""
-    unknown = sorted(set(data) - KNOWN_FIELDS)
-    if unknown:
-        raise _fail(unknown[0], "is not supported by this gateway")
-    model = data.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise _fail("model", "is required: a provider name, or 'auto'")
-    system, messages = parse_messages(data.get("messages"))
-    _integer(data, "n", 1, 1)
-    stream = _flag(data, "stream")
-    options = data.get("stream_options")
-    if options is not None and (not isinstance(options, dict) or set(options) - {"include_usage"}):
-        raise _fail("stream_options", "only include_usage is supported")
-    include_usage = _flag(options or {}, "include_usage")
-    user = data.get("user")
-    if user is not None and not isinstance(user, str):
-        raise _fail("user", "must be a string")
-    max_tokens = _integer(data, "max_completion_tokens", 1, 1_000_000)
-    if max_tokens is None:
-        max_tokens = _integer(data, "max_tokens", 1, 1_000_000)
-    request = CompletionRequest(
-        messages=messages,
-        system=system,
-        max_tokens=max_tokens,
-        temperature=_number(data, "temperature", 0, 2),
-        top_p=_number(data, "top_p", 0, 1),
-        stop=parse_stop(data.get("stop")),
-        stream=stream,
-    )
-    model = model.strip()
-    routing = RoutingOptions(
-        weights=parse_weights(data.get("weights")),
-        disable_failover=_flag(data, "disable_failover"),
-        model=model,
-    )
-    return request, routing, model, include_usage
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -226,8 +76,18 @@ def usage_dict(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def tool_calls_json(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}} for c in calls
+    ]
+
+
 def completion_body(result: RouteResult, request_id: str) -> bytes:
     response = result.response
+    message: dict[str, Any] = {"role": "assistant", "content": response.content, "refusal": None}
+    if response.tool_calls:
+        message["tool_calls"] = tool_calls_json(response.tool_calls)
+        message["content"] = response.content or None
     return dumps(
         {
             "id": f"chatcmpl-{request_id}",
@@ -237,7 +97,7 @@ def completion_body(result: RouteResult, request_id: str) -> bytes:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": response.content, "refusal": None},
+                    "message": message,
                     "finish_reason": response.finish_reason or "stop",
                     "logprobs": None,
                 }
@@ -248,10 +108,31 @@ def completion_body(result: RouteResult, request_id: str) -> bytes:
     )
 
 
+def _tool_call_deltas(chunk: Chunk) -> list[dict[str, Any]]:
+    """OpenAI's streamed tool-call pieces: the first of a call carries its id, type and
+    name; later ones only the index and an arguments fragment (openai-python's stream
+    helpers assemble them by index)."""
+    deltas = []
+    for d in chunk.tool_calls or ():
+        if d.id is not None or d.name is not None:
+            deltas.append(
+                {"index": d.index, "id": d.id, "type": "function", "function": {"name": d.name, "arguments": d.arguments}}
+            )
+        else:
+            deltas.append({"index": d.index, "function": {"arguments": d.arguments}})
+    return deltas
+
+
 def chunk_event(request_id: str, created: int, model: str, chunk: Chunk, first: bool) -> bytes:
-    delta: dict[str, Any] = {"role": "assistant", "content": chunk.delta} if first else {"content": chunk.delta}
-    if chunk.finish_reason and not chunk.delta and not first:
-        delta = {}
+    delta: dict[str, Any] = {"role": "assistant"} if first else {}
+    if chunk.delta or (first and not chunk.tool_calls):
+        delta["content"] = chunk.delta
+    elif first:
+        delta["content"] = None  # as OpenAI starts a tool-call-only answer
+    if chunk.tool_calls:
+        delta["tool_calls"] = _tool_call_deltas(chunk)
+    elif not delta and not chunk.finish_reason:
+        delta["content"] = ""
     body = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion.chunk",

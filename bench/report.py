@@ -13,6 +13,7 @@ NAMES = {
     "direct": "fake upstream, direct",
     "v1": "/v1/chat/completions",
     "v1_auto": "/v1/chat/completions (model auto)",
+    "v1_tools": "/v1/chat/completions (3 tools, tool-call answer)",
     "api": "/api/v1/completions",
 }
 LATENCY_HEAD = (

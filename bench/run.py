@@ -38,6 +38,23 @@ SCENARIOS = ("throughput", "latency", "burst", "ttfb", "memory")
 CHAT_BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 DIRECT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
+
+def _tool(name: str, description: str, properties: dict) -> dict:
+    schema = {"type": "object", "properties": properties, "required": list(properties)}
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": schema}}
+
+
+# An agent's typical request: three tools; the fake answers with a tool call.
+TOOLS_BODY = {
+    "model": "p0",
+    "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+    "tools": [
+        _tool("get_weather", "Current weather in a city", {"city": {"type": "string"}}),
+        _tool("search_docs", "Search the knowledge base", {"query": {"type": "string"}, "limit": {"type": "integer"}}),
+        _tool("create_ticket", "Open a support ticket", {"title": {"type": "string"}, "urgent": {"type": "boolean"}}),
+    ],
+}
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = %(body)s
@@ -177,6 +194,7 @@ class Stack:
             "direct": (f"{self.upstream_url}/p0/v1/chat/completions", DIRECT_BODY, "Bearer sk-bench-p0-0123456789"),
             "v1": (f"{self.gateway_url}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}"),
             "v1_auto": (f"{self.gateway_url}/v1/chat/completions", CHAT_BODY, f"Bearer {self.token}"),
+            "v1_tools": (f"{self.gateway_url}/v1/chat/completions", TOOLS_BODY, f"Bearer {self.token}"),
             "api": (
                 f"{self.gateway_url}/api/v1/completions",
                 {"prompt": "hello", "preferred_provider": "p0"},
@@ -240,7 +258,7 @@ def warm_up(stack: Stack) -> None:
 
 def throughput(stack: Stack, args) -> dict:
     stack.set_latency(0)
-    return compare(stack, ["direct", "v1", "api", "v1_auto"], 10, args.duration, args.rounds)
+    return compare(stack, ["direct", "v1", "api", "v1_auto", "v1_tools"], 10, args.duration, args.rounds)
 
 
 def latency(stack: Stack, args) -> dict:

@@ -3,7 +3,7 @@ everything they match, and keyset pages. Shared by `GET /api/v1/usage/` and the
 console's request log, so both read the same numbers.
 
 Query parameters: `provider` (name), `model` (the model asked for or the one that
-served), `status` (success | error), `since` / `until` (ISO 8601; `since` inclusive,
+served), `status` (success | error), `endpoint` (chat | embeddings | messages), `since` / `until` (ISO 8601; `since` inclusive,
 `until` exclusive; no offset means UTC), `token` (token id or its prefix),
 `request_id`, `limit` (1-500, default 50) and `cursor` (opaque, from a previous page).
 An empty value is no filter (what an HTML form sends for a field left blank). Anything
@@ -30,7 +30,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 from axonflow_site.errors import ValidationFailed
 from usage.models import UsageRecord, UsageStatus
 
-FILTERS = ("provider", "model", "status", "since", "until", "token", "request_id")
+FILTERS = ("provider", "model", "status", "endpoint", "since", "until", "token", "request_id")
+ENDPOINTS = ("chat", "embeddings", "messages")
 PARAMS = frozenset({*FILTERS, "limit", "cursor"})
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 MAX_ID = 2**63 - 1  # bigint: a larger id would make PostgreSQL raise, not answer
@@ -153,6 +154,10 @@ def filter_records(tenant_id: int, params) -> Filters:
         if values["status"] not in UsageStatus.values:
             raise _fail("status", f"must be one of {', '.join(UsageStatus.values)}")
         records = records.filter(status=values["status"])
+    if "endpoint" in values:
+        if values["endpoint"] not in ENDPOINTS:
+            raise _fail("endpoint", f"must be one of {', '.join(ENDPOINTS)}")
+        records = records.filter(endpoint=values["endpoint"])
     if "since" in values:
         records = records.filter(created__gte=_moment("since", values["since"]))
     if "until" in values:

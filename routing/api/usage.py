@@ -73,6 +73,7 @@ class UsageView(TenantAPIView):
             OpenApiParameter("provider", str),
             OpenApiParameter("model", str, description="the model asked for or the one that served"),
             OpenApiParameter("status", str, enum=UsageStatus.values),
+            OpenApiParameter("endpoint", str, enum=["chat", "embeddings", "messages"]),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="inclusive; no offset means UTC"),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="exclusive"),
             OpenApiParameter("token", str, description="token id or prefix"),

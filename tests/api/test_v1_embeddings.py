@@ -89,3 +89,15 @@ def test_bad_embeddings_requests_are_a_400_naming_the_param(gateway, token, acme
         r = http.post("/v1/embeddings", json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == param
     assert upstream.stats() == {} and records(acme) == []
+
+
+def test_the_usage_api_filters_by_endpoint_kind(client, gateway, acme, upstream):
+    make(acme, "oa", "openai", upstream)
+    client.embeddings.create(model="oa", input="x")
+    client.chat.completions.create(model="oa", messages=[{"role": "user", "content": "hi"}])
+    records(acme)  # flushed
+    with gateway.client(make_token(acme, TokenScope.ADMIN)) as http:
+        kinds = {k: [r["endpoint"] for r in http.get(f"/api/v1/usage/?endpoint={k}").json()["results"]]
+                 for k in ("embeddings", "chat", "messages")}  # fmt: skip
+        assert kinds == {"embeddings": ["embeddings"], "chat": ["chat"], "messages": []}
+        assert http.get("/api/v1/usage/?endpoint=images").status_code == 400

@@ -1,8 +1,9 @@
-"""The Anthropic-compatible wire format of /v1/messages (routing/v1/messages.py): pure
-parsing and rendering, checked against the official OpenAPI description (CreateMessageParams,
-Message, ErrorResponse) and the official `anthropic` SDK itself, which builds the request
-bodies, parses the answers, assembles the streams and raises the errors here (its HTTP
-layer is a MockTransport: nothing leaves the process)."""
+"""The Anthropic-compatible wire format of /v1/messages (routing/v1/messages.py and its
+messages_blocks.py, messages_reply.py): pure parsing and rendering, checked against the
+official OpenAPI description (CreateMessageParams, Message, ErrorResponse) and the official
+`anthropic` SDK itself, which builds the request bodies, parses the answers, assembles the
+streams and raises the errors here (its HTTP layer is a MockTransport: nothing leaves the
+process)."""
 
 from __future__ import annotations
 

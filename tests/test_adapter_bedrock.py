@@ -16,7 +16,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer
 
 from axonflow_site.errors import InvalidConfig
-from providers.adapters import aws, bedrock
+from providers.adapters import aws, bedrock, bedrock_converse
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
 from providers.adapters.http import Clocks
 from providers.fake_upstream import bedrock as fake_bedrock
@@ -105,7 +105,7 @@ async def test_the_fake_accepts_the_signed_body_and_rejects_any_other(upstream):
     # The fake recomputes the signature for TEST_CREDENTIALS, so every successful call
     # in this file proves the adapter signed exactly the bytes and path it sent.
     url = upstream.base_url("br", "bedrock") + "/model/" + MODEL.replace(":", "%3A") + "/converse"
-    signed_body = json.dumps(bedrock.to_wire(request())).encode()
+    signed_body = json.dumps(bedrock_converse.to_wire(request())).encode()
     credentials = Credentials(ACCESS_KEY, SECRET)
     content_type = {"Content-Type": "application/json"}
     headers = aws.sign("POST", url, signed_body, content_type, credentials, "bedrock", "us-east-1")
@@ -351,7 +351,7 @@ def test_to_wire_moves_system_messages_and_merges_repeated_turns():
         system="Be brief.",
     )
 
-    assert bedrock.to_wire(req) == {
+    assert bedrock_converse.to_wire(req) == {
         "messages": [{"role": "user", "content": [{"text": "Hi"}, {"text": "Still there?"}]}],
         "system": [{"text": "Be brief."}, {"text": "Answer in French."}],
     }

@@ -18,7 +18,7 @@ from botocore.serialize import create_serializer
 from botocore.validate import ParamValidator
 
 from axonflow_site.errors import InvalidConfig
-from providers.adapters import bedrock, bedrock_embed
+from providers.adapters import bedrock, bedrock_converse, bedrock_embed
 from providers.adapters.base import (
     CompletionRequest,
     EmbeddingRequest,
@@ -35,7 +35,7 @@ from providers.adapters.base import (
 )
 from providers.adapters.chat import tool_calls_from_deltas
 from providers.fake_upstream import bedrock as fake_bedrock
-from providers.fake_upstream import synth
+from providers.fake_upstream import bedrock_validation, synth
 from providers.fake_upstream.core import count_tokens
 from tests.fixtures_upstream import adapter_for, collect, items
 
@@ -98,7 +98,7 @@ def sdk_body(body: dict) -> dict:
 
 
 def test_tools_are_offered_as_tool_specs_and_auto_is_left_to_the_default():
-    body = bedrock.to_wire(ask(tools=(WEATHER, TIME), tool_choice=ToolChoice("auto")))
+    body = bedrock_converse.to_wire(ask(tools=(WEATHER, TIME), tool_choice=ToolChoice("auto")))
 
     assert body["toolConfig"] == {
         "tools": [
@@ -125,13 +125,13 @@ def test_tools_are_offered_as_tool_specs_and_auto_is_left_to_the_default():
     ],
 )
 def test_tool_choice_maps_to_converse_tool_choice(choice, expected):
-    config = bedrock.to_wire(ask(tools=(WEATHER, TIME), tool_choice=choice))["toolConfig"]
+    config = bedrock_converse.to_wire(ask(tools=(WEATHER, TIME), tool_choice=choice))["toolConfig"]
 
     assert config.get("toolChoice") == expected
 
 
 def test_tool_choice_none_offers_no_tools():
-    assert "toolConfig" not in bedrock.to_wire(ask(tools=(WEATHER,), tool_choice=ToolChoice("none")))
+    assert "toolConfig" not in bedrock_converse.to_wire(ask(tools=(WEATHER,), tool_choice=ToolChoice("none")))
 
 
 def test_a_history_with_tool_blocks_always_declares_the_tools_it_called():
@@ -142,10 +142,10 @@ def test_a_history_with_tool_blocks_always_declares_the_tools_it_called():
         CompletionRequest(messages=turns, tools=(WEATHER, TIME), tool_choice=ToolChoice("none")),
         CompletionRequest(messages=turns),
     ):
-        config = bedrock.to_wire(req)["toolConfig"]
+        config = bedrock_converse.to_wire(req)["toolConfig"]
         assert [t["toolSpec"]["name"] for t in config["tools"]] == ["get_weather"]
         assert "toolChoice" not in config
-    stub = bedrock.to_wire(CompletionRequest(messages=turns))["toolConfig"]["tools"][0]["toolSpec"]
+    stub = bedrock_converse.to_wire(CompletionRequest(messages=turns))["toolConfig"]["tools"][0]["toolSpec"]
     assert stub == {"name": "get_weather", "inputSchema": {"json": {"type": "object", "properties": {}}}}
 
 
@@ -160,7 +160,7 @@ def test_calls_and_results_become_tool_use_and_tool_result_blocks():
         "Let me check.",
         tool_calls=(*messages[1].tool_calls, ToolCall("call_def456", "get_weather", "not json")),
     )
-    body = bedrock.to_wire(CompletionRequest(messages=messages, tools=(WEATHER,)))
+    body = bedrock_converse.to_wire(CompletionRequest(messages=messages, tools=(WEATHER,)))
 
     assert body["messages"] == [
         {"role": "user", "content": [{"text": PROMPT}]},
@@ -185,7 +185,7 @@ def test_calls_and_results_become_tool_use_and_tool_result_blocks():
 
 
 def test_call_ids_converse_would_refuse_are_rewritten_alike_in_call_and_result():
-    body = bedrock.to_wire(CompletionRequest(messages=tool_turns(call_id="fc.7:42/x"), tools=(WEATHER,)))
+    body = bedrock_converse.to_wire(CompletionRequest(messages=tool_turns(call_id="fc.7:42/x"), tools=(WEATHER,)))
 
     assert body["messages"][1]["content"][0]["toolUse"]["toolUseId"] == "fc_7_42_x"
     assert body["messages"][2]["content"][0]["toolResult"]["toolUseId"] == "fc_7_42_x"
@@ -196,7 +196,7 @@ def test_call_ids_converse_would_refuse_are_rewritten_alike_in_call_and_result()
 )
 def test_data_url_images_become_image_blocks_with_base64_bytes(media_type, image_format):
     parts = (TextPart("What is this?"), ImagePart(f"data:image/{media_type};base64,{PNG}", detail="high"))
-    body = bedrock.to_wire(CompletionRequest(messages=[Message("user", "What is this?", parts=parts)]))
+    body = bedrock_converse.to_wire(CompletionRequest(messages=[Message("user", "What is this?", parts=parts)]))
 
     assert body["messages"][0]["content"] == [
         {"text": "What is this?"},
@@ -211,13 +211,13 @@ def test_data_url_images_become_image_blocks_with_base64_bytes(media_type, image
 def test_images_converse_cannot_take_fail_over(url):
     req = CompletionRequest(messages=[Message("user", "see", parts=(ImagePart(url),))])
     with pytest.raises(ProviderError) as caught:
-        bedrock.to_wire(req, "br")
+        bedrock_converse.to_wire(req, "br")
 
     assert caught.value.retryable and caught.value.provider == "br"
 
 
 def test_json_mode_forces_a_tool_taking_any_object():
-    body = bedrock.to_wire(ask(response_format=ResponseFormat("json_object")))
+    body = bedrock_converse.to_wire(ask(response_format=ResponseFormat("json_object")))
 
     assert body["toolConfig"] == {
         "tools": [
@@ -236,7 +236,7 @@ def test_json_mode_forces_a_tool_taking_any_object():
 
 def test_a_json_schema_becomes_the_forced_tools_input_schema_under_its_name():
     fmt = ResponseFormat("json_schema", REPORT, name="weather_report", description="A weather report.")
-    config = bedrock.to_wire(ask(response_format=fmt))["toolConfig"]
+    config = bedrock_converse.to_wire(ask(response_format=fmt))["toolConfig"]
 
     assert config == {
         "tools": [
@@ -254,11 +254,11 @@ def test_a_json_schema_becomes_the_forced_tools_input_schema_under_its_name():
 
 def test_json_output_with_client_tools_lets_the_model_call_either():
     fmt = ResponseFormat("json_schema", REPORT, name="get_weather")  # taken by a client tool
-    config = bedrock.to_wire(ask(tools=(WEATHER,), response_format=fmt))["toolConfig"]
+    config = bedrock_converse.to_wire(ask(tools=(WEATHER,), response_format=fmt))["toolConfig"]
 
     assert [t["toolSpec"]["name"] for t in config["tools"]] == ["get_weather", "json_response"]
     assert config["toolChoice"] == {"any": {}}
-    assert bedrock.json_tool_name(ask(tools=(WEATHER,), response_format=fmt)) == "json_response"
+    assert bedrock_converse.json_tool_name(ask(tools=(WEATHER,), response_format=fmt)) == "json_response"
 
 
 def test_fields_converse_has_no_place_for_are_not_sent():
@@ -267,7 +267,7 @@ def test_fields_converse_has_no_place_for_are_not_sent():
     )
     req.tools = (Tool("strict_tool", None, {"type": "object", "properties": {}}, strict=True),)
 
-    body = bedrock.to_wire(req)
+    body = bedrock_converse.to_wire(req)
     assert set(body) == {"messages", "inferenceConfig", "toolConfig"}
     assert body["inferenceConfig"] == {"temperature": 0.3}
     assert "strict" not in body["toolConfig"]["tools"][0]["toolSpec"]
@@ -432,7 +432,7 @@ async def test_tool_choice_none_after_a_tool_round_is_accepted_and_answered(upst
 
     assert response.content == "Tool said: sunny"
     assert upstream.last("bt").body["toolConfig"] == {
-        "tools": [bedrock.tool_spec(WEATHER)]  # the tool the history called, nothing forced
+        "tools": [bedrock_converse.tool_spec(WEATHER)]  # the tool the history called, nothing forced
     }
 
 
@@ -500,7 +500,7 @@ async def test_a_json_schema_answer_follows_the_schema(upstream):
 
 async def test_the_fake_refuses_tool_blocks_without_a_tool_config(upstream):
     # The rule behind test_a_history_with_tool_blocks_always_declares_the_tools_it_called.
-    body = bedrock.to_wire(CompletionRequest(messages=tool_turns(), tools=(WEATHER,)))
+    body = bedrock_converse.to_wire(CompletionRequest(messages=tool_turns(), tools=(WEATHER,)))
     del body["toolConfig"]
     provider = make(upstream)
     call = provider._call()
@@ -509,7 +509,7 @@ async def test_the_fake_refuses_tool_blocks_without_a_tool_config(upstream):
         await provider._send(call, "POST", url, body, "application/json")
 
     assert caught.value.status_code == 400 and not caught.value.retryable
-    assert caught.value.message == f"ValidationException: {fake_bedrock.TOOL_CONFIG_NEEDED}"
+    assert caught.value.message == f"ValidationException: {bedrock_validation.TOOL_CONFIG_NEEDED}"
 
 
 def test_the_official_sdk_reads_the_fakes_streamed_tool_use(upstream):
@@ -521,7 +521,7 @@ def test_the_official_sdk_reads_the_fakes_streamed_tool_use(upstream):
         aws_secret_access_key=SECRET,
         config=Config(retries={"max_attempts": 0}),
     )
-    tools = {"tools": [bedrock.tool_spec(WEATHER)], "toolChoice": {"any": {}}}
+    tools = {"tools": [bedrock_converse.tool_spec(WEATHER)], "toolChoice": {"any": {}}}
     messages = [{"role": "user", "content": [{"text": PROMPT}]}]
     events = list(client.converse_stream(modelId=MODEL, messages=messages, toolConfig=tools)["stream"])
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from axonflow_site.errors import InvalidConfig
-from providers.adapters import gemini
+from providers.adapters import gemini, gemini_request
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError
 from providers.fake_upstream.gemini import BLOCK_MARKER
 from providers.pricing import actual_cost
@@ -226,7 +226,7 @@ def test_to_wire_maps_roles_and_merges_system_and_repeated_turns():
         ],
         system="Be brief.",
     )
-    body = gemini.to_wire(req)
+    body = gemini_request.to_wire(req)
 
     assert body == {
         "contents": [

@@ -10,7 +10,7 @@ import math
 import aiohttp
 import pytest
 
-from providers.adapters import gemini
+from providers.adapters import gemini, gemini_embed, gemini_request
 from providers.adapters.base import (
     EMBEDDINGS,
     IMAGE_URLS,
@@ -33,6 +33,7 @@ from providers.adapters.base import (
     ToolChoice,
 )
 from providers.adapters.chat import tool_calls_from_deltas
+from providers.adapters.gemini_schema import gemini_schema
 from providers.fake_upstream import synth
 from providers.fake_upstream.gemini import FAKE_SIGNATURE
 from tests.fixtures_upstream import adapter_for, assert_matches_spec, collect, sse_events, stream_until_error
@@ -140,6 +141,13 @@ async def test_a_streamed_tool_call_is_one_delta_with_the_whole_call(upstream):
     assert chunks[-1].finish_reason == "tool_calls" and chunks[-1].usage == whole.usage
     assert upstream.last("gm").path.endswith(":streamGenerateContent")
     sent_body(upstream)
+
+
+async def test_a_function_without_parameters_is_called_with_empty_arguments(upstream):
+    response = await make(upstream).complete(ask(tools=(Tool("now", "The time now."),)))
+
+    assert [(call.name, call.arguments) for call in response.tool_calls] == [("now", "{}")]
+    assert sent_body(upstream)["tools"] == [{"functionDeclarations": [{"name": "now", "description": "The time now."}]}]
 
 
 async def test_parallel_calls_are_numbered_across_the_stream(upstream):
@@ -304,7 +312,7 @@ async def test_the_routes_embedding_model_wins_over_the_setting(upstream):
 
 
 async def test_more_inputs_than_a_batch_takes_are_sent_in_batches(upstream):
-    texts = [f"text {i}" for i in range(gemini.MAX_EMBED_BATCH + 1)]
+    texts = [f"text {i}" for i in range(gemini_embed.MAX_EMBED_BATCH + 1)]
     response = await make(upstream).embed(EmbeddingRequest(texts))
 
     assert response.vectors == [synth.embedding(text) for text in texts]
@@ -389,7 +397,9 @@ def test_it_declares_what_gemini_can_do_and_no_more(upstream):
 
 
 def test_to_wire_declares_a_function_without_arguments_without_parameters():
-    body = gemini.to_wire(ask(tools=(Tool("now"), Tool("ping", parameters={"type": "object", "properties": {}}))))
+    body = gemini_request.to_wire(
+        ask(tools=(Tool("now"), Tool("ping", parameters={"type": "object", "properties": {}})))
+    )
 
     assert body["tools"] == [{"functionDeclarations": [{"name": "now"}, {"name": "ping"}]}]
     assert "toolConfig" not in body
@@ -397,7 +407,7 @@ def test_to_wire_declares_a_function_without_arguments_without_parameters():
 
 def test_a_tool_result_names_its_function_from_the_earlier_call():
     call = ToolCall("call_9", "get_weather", "{}")
-    body = gemini.to_wire(second_turn(call, "[1, 2]"))
+    body = gemini_request.to_wire(second_turn(call, "[1, 2]"))
 
     assert body["contents"][-1] == {
         "role": "user",
@@ -420,7 +430,7 @@ def test_gemini_schema_keeps_the_openapi_subset_gemini_takes():
         "additionalProperties": False,
     }
 
-    assert gemini.gemini_schema(schema) == {
+    assert gemini_schema(schema) == {
         "type": "OBJECT",
         "properties": {
             "unit": {"type": "STRING", "enum": ["c", "f"], "description": "Which scale"},
@@ -490,7 +500,7 @@ async def test_parse_stream_gives_one_delta_per_call_indexed_across_events():
 def test_embeddings_use_gemini_usage_when_it_comes():
     body = {"embeddings": [{"values": [0.6, 0.8]}], "usageMetadata": {"promptTokenCount": 9}}
 
-    assert gemini.embeddings_from_wire(body, ["some text"]).prompt_tokens == 9
+    assert gemini_embed.embeddings_from_wire(body, ["some text"]).prompt_tokens == 9
 
 
 @pytest.mark.parametrize(
@@ -499,7 +509,7 @@ def test_embeddings_use_gemini_usage_when_it_comes():
 )  # fmt: skip
 def test_embeddings_from_wire_refuses_anything_but_one_vector_per_text(body):
     with pytest.raises(MalformedResponse):
-        gemini.embeddings_from_wire(body, ["one text"])
+        gemini_embed.embeddings_from_wire(body, ["one text"])
 
 
 async def test_a_stream_of_text_still_ends_with_stop():

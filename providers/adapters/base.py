@@ -220,34 +220,6 @@ def present(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def chat_messages(req: CompletionRequest) -> list[dict]:
-    """OpenAI-style messages: the system prompt as a first message, then each message."""
-    messages = [{"role": "system", "content": req.system}] if req.system else []
-    messages += [{"role": m.role, "content": m.content} for m in req.messages]
-    return messages
-
-
-def alternating_turns(req: CompletionRequest) -> tuple[list[tuple[str, list[str]]], list[str]]:
-    """((role, texts) turns, system texts) for APIs whose user and assistant turns must
-    alternate (Anthropic, Gemini, Bedrock Converse).
-
-    The system texts are `req.system` then every system-role message; any other role is
-    "user" unless it is "assistant", and consecutive messages of one role become one turn
-    of several texts (each wire module shapes them into its own content blocks)."""
-    system = [req.system] if req.system else []
-    turns: list[tuple[str, list[str]]] = []
-    for message in req.messages:
-        if message.role == "system":
-            system.append(message.content)
-            continue
-        role = "assistant" if message.role == "assistant" else "user"
-        if turns and turns[-1][0] == role:
-            turns[-1][1].append(message.content)
-        else:
-            turns.append((role, [message.content]))
-    return turns, system
-
-
 # --- errors --------------------------------------------------------------------------
 
 

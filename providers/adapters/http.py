@@ -21,13 +21,14 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.http_exceptions import HttpProcessingError
 
 from axonflow_site.errors import InvalidConfig
 from providers import egress, secrets
@@ -59,6 +60,17 @@ _sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 NUMERIC_FLAGS = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
 # Redirects are refused, not followed: the Location could name any address.
 REDIRECT_MESSAGE = "redirects are not followed"
+# What one upstream answer may make the server hold: a whole JSON body (Call.read_json),
+# and the start of an error body, which is all error_for needs (the message is cut to
+# MESSAGE_CHARS anyway). A stream is read a line or a chunk at a time, and aiohttp refuses
+# a line longer than twice the session's read buffer (the buffer's high-water mark).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+READ_BUFFER_BYTES = 256 * 1024  # aiohttp 3.14's default read_bufsize, set so the line limit is known
+MAX_LINE_BYTES = 2 * READ_BUFFER_BYTES
+# What aiohttp raises for bytes it will not frame: LineTooLong (an HttpProcessingError) for a
+# line over its limit, or, in older aiohttp, ValueError("Chunk too big") from readuntil.
+UNFRAMEABLE = (HttpProcessingError, ValueError)
 
 
 class EgressResolver(AbstractResolver):
@@ -124,7 +136,12 @@ def get_session() -> aiohttp.ClientSession:
             resolver=EgressResolver(), limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30
         )
         # trust_env=False: proxy variables are ignored on the provider path.
-        session = aiohttp.ClientSession(connector=connector, trust_env=False, timeout=aiohttp.ClientTimeout(total=None))
+        session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=READ_BUFFER_BYTES,
+        )
         _sessions[loop] = session
     return session
 
@@ -266,7 +283,8 @@ class Call:
     ) -> aiohttp.ClientResponse:
         """Send the request and return the response once its headers arrive.
 
-        Non-2xx responses are read and raised as classified ProviderErrors."""
+        Non-2xx responses are read (their first MAX_ERROR_BODY_BYTES) and raised as
+        classified ProviderErrors."""
         problem = url_problem(url)
         if problem:
             raise ProviderConnectError(self.provider, problem)
@@ -287,8 +305,10 @@ class Call:
                     # A misconfigured provider, not a bad request: another provider may answer.
                     raise ProviderError(self.provider, response.status, REDIRECT_MESSAGE, retryable=True)
                 if response.status >= 400:
-                    body = await response.read()
-                    response.release()
+                    try:
+                        body, _ = await read_at_most(response, MAX_ERROR_BODY_BYTES)
+                    finally:
+                        response.release()  # closes the connection when the rest is unread
                     raise self.error_for(response.status, body, response.headers)
                 return response
         except ProviderError:
@@ -311,16 +331,24 @@ class Call:
         return classify(self.provider, status, error_message(body), headers)
 
     async def read_json(self, response: aiohttp.ClientResponse) -> Any:
-        """The whole body as JSON, within the total deadline."""
+        """The whole body as JSON, within the total deadline. Raises ProviderTimeout,
+        ProviderConnectError, or MalformedResponse for a body that is not JSON or is over
+        MAX_RESPONSE_BYTES (refused unread when its Content-Length says so)."""
+        body, cut = b"", (response.content_length or 0) > MAX_RESPONSE_BYTES
         try:
-            async with self._timeout(self.clocks.total):
-                body = await response.read()
+            if not cut:
+                async with self._timeout(self.clocks.total):
+                    body, cut = await read_at_most(response, MAX_RESPONSE_BYTES)
         except TimeoutError:
             raise ProviderTimeout(self.provider, "timed out reading the upstream's response") from None
         except aiohttp.ClientError as exc:
             raise ProviderConnectError(self.provider, f"connection lost: {type(exc).__name__}") from None
+        except UNFRAMEABLE:
+            raise MalformedResponse(self.provider, "unreadable response body", response.status) from None
         finally:
             response.release()
+        if cut:
+            raise MalformedResponse(self.provider, f"response body over {size(MAX_RESPONSE_BYTES)}", response.status)
         try:
             return json.loads(body)
         except ValueError:
@@ -333,40 +361,63 @@ class Call:
         return await self.read_json(response)
 
     async def lines(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        """Yield the body's lines (without line endings) under the idle and total clocks."""
+        """Yield the body's lines (without line endings) under the idle and total clocks.
+        Raises ProviderError (see _next); a line over MAX_LINE_BYTES is a MalformedResponse."""
         try:
             while True:
-                try:
-                    async with self._timeout(self.clocks.idle):
-                        line = await response.content.readline()
-                except TimeoutError:
-                    which = "total deadline" if self.remaining() <= 0 else "idle timeout"
-                    raise ProviderTimeout(self.provider, f"stream stalled ({which})") from None
-                except aiohttp.ClientError as exc:
-                    raise ProviderConnectError(self.provider, f"stream broken: {type(exc).__name__}") from None
+                line = await self._next(response.content.readline, f"stream line over {size(MAX_LINE_BYTES)}")
                 if not line:
                     return
                 yield line.rstrip(b"\r\n")
         finally:
             response.release()
 
-    async def raw_chunks(self, response: aiohttp.ClientResponse, size: int = 65536) -> AsyncIterator[bytes]:
-        """Yield raw body chunks (binary framings such as AWS event streams) under the clocks."""
+    async def raw_chunks(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """Yield raw body chunks (binary framings such as AWS event streams) under the
+        clocks. Raises ProviderError (see _next)."""
         try:
             while True:
-                try:
-                    async with self._timeout(self.clocks.idle):
-                        chunk = await response.content.readany()
-                except TimeoutError:
-                    which = "total deadline" if self.remaining() <= 0 else "idle timeout"
-                    raise ProviderTimeout(self.provider, f"stream stalled ({which})") from None
-                except aiohttp.ClientError as exc:
-                    raise ProviderConnectError(self.provider, f"stream broken: {type(exc).__name__}") from None
+                chunk = await self._next(response.content.readany, "unreadable stream")
                 if not chunk:
                     return
                 yield chunk
         finally:
             response.release()
+
+    async def _next(self, read: Callable[[], Awaitable[bytes]], unframeable: str) -> bytes:
+        """One read of a streamed body under the idle clock. Raises ProviderTimeout when
+        it stalls (idle or total), ProviderConnectError when the connection breaks, and a
+        MalformedResponse saying `unframeable` for bytes aiohttp will not frame (UNFRAMEABLE)."""
+        try:
+            async with self._timeout(self.clocks.idle):
+                return await read()
+        except TimeoutError:
+            which = "total deadline" if self.remaining() <= 0 else "idle timeout"
+            raise ProviderTimeout(self.provider, f"stream stalled ({which})") from None
+        except aiohttp.ClientError as exc:
+            raise ProviderConnectError(self.provider, f"stream broken: {type(exc).__name__}") from None
+        except UNFRAMEABLE:
+            raise MalformedResponse(self.provider, unframeable) from None
+
+
+def size(count: int) -> str:
+    """`count` bytes in KiB or MiB, for messages."""
+    return f"{count // 2**20} MiB" if count >= 2**20 else f"{count // 2**10} KiB"
+
+
+async def read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """(the body's first `limit` bytes, whether there was more): reads `limit` + 1 bytes
+    at most. The caller applies the clocks and releases the response."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    return body[:limit], size > limit
 
 
 async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, str]]:

@@ -10,7 +10,7 @@ describes (a tool_use block, stop_reason tool_use, its input streamed as
 input_json_delta fragments) and answers tool results with synth.tool_result_reply.
 A tool whose input schema is an open object (no properties) is how a JSON answer is
 asked of Claude (https://docs.anthropic.com/en/docs/build-with-claude/tool-use#json-mode):
-its input is synth's JSON-mode reply.
+its input is synth's JSON-mode reply (synth.json_tool_input).
 """
 
 from __future__ import annotations
@@ -245,12 +245,6 @@ def _pairing_problem(turns: list[tuple[str, list]]) -> str | None:
 # --- the answer ----------------------------------------------------------------------------
 
 
-def _tool_input(schema: Any, prompt: str) -> dict:
-    if isinstance(schema, dict) and "properties" not in schema and schema.get("additionalProperties") is not False:
-        return json.loads(synth.json_reply(prompt))  # an open object: the JSON-mode answer
-    return synth.tool_arguments(schema, prompt)
-
-
 def _fragments(text: str) -> list[str]:
     """input_json_delta pieces: an empty one first, as the API sends, then 2 or more."""
     pieces = split_chunks(text)
@@ -268,7 +262,7 @@ def _tool_calls(body: dict, prompt: str) -> list[tuple[dict, list[str]]]:
     names = synth.pick_tools(list(schemas), forced, prompt, not choice.get("disable_parallel_tool_use"))
     calls = []
     for i, name in enumerate(names):
-        value = _tool_input(schemas.get(name), prompt)
+        value = synth.json_tool_input(schemas.get(name), prompt)
         block = {"type": "tool_use", "id": synth.call_id("toolu_", name, i, prompt), "name": name, "input": value}
         calls.append((block, _fragments(json.dumps(value))))
     return calls

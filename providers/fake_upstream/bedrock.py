@@ -12,9 +12,11 @@ reference describes them:
 - https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-embed-v3.html (and -v4)
 - https://docs.aws.amazon.com/transcribe/latest/dg/event-stream.html (frame layout)
 
-Tool calls, tool-result replies and embeddings follow synth.py. Converse has no JSON mode:
+Request bodies are validated as the API does by bedrock_validation.py. Tool calls,
+tool-result replies and embeddings follow synth.py. Converse has no JSON mode:
 clients force a tool whose input schema is the JSON wanted, so JSON comes back as that
-tool's input; a free-form object schema (no properties) gets synth's JSON-mode object.
+tool's input; an open object schema (no properties) gets synth's JSON-mode object
+(synth.json_tool_input).
 
 Like AWS it answers 403 to requests without a SigV4 `Authorization` header and
 `X-Amz-Date`. For the access keys in TEST_CREDENTIALS it also recomputes the signature
@@ -25,16 +27,14 @@ unverified, since the fake cannot know their secrets.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
 import struct
-from typing import Any
 
 from aiohttp import web
 
-from providers.fake_upstream import synth
+from providers.fake_upstream import bedrock_validation, synth
 from providers.fake_upstream.core import FakeRequest, Route, checked, count_tokens, generate, last_text, text_of
 
 BASE_PATH = ""
@@ -54,22 +54,6 @@ ERROR_TYPES = {
     500: "InternalServerException",
     503: "ServiceUnavailableException",
 }
-REQUEST_FIELDS = {
-    "messages", "system", "inferenceConfig", "toolConfig", "guardrailConfig", "additionalModelRequestFields",
-    "promptVariables", "additionalModelResponseFieldPaths", "requestMetadata", "performanceConfig",
-}  # fmt: skip
-INFERENCE_FIELDS = {"maxTokens", "temperature", "topP", "stopSequences"}
-BLOCK_KINDS = {"user": {"text", "image", "toolResult"}, "assistant": {"text", "image", "toolUse"}}
-IMAGE_FORMATS = {"png", "jpeg", "gif", "webp"}
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-TOOL_USE_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-TOOL_CONFIG_NEEDED = "The toolConfig field must be defined when using toolUse and toolResult content blocks."
-TITAN_FIELDS = {"inputText", "dimensions", "normalize", "embeddingTypes"}
-TITAN_DIMENSIONS = (256, 512, 1024)
-COHERE_FIELDS = {"texts", "input_type", "truncate", "embedding_types", "images"}
-COHERE_V4_FIELDS = COHERE_FIELDS | {"inputs", "output_dimension", "max_tokens"}
-COHERE_INPUT_TYPES = {"search_document", "search_query", "classification", "clustering", "image"}
-COHERE_DIMENSIONS = (256, 512, 1024, 1536)
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/(?P<service>[^/]+)/aws4_request,"
     r"\s*SignedHeaders=(?P<signed>[a-z0-9;-]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
@@ -171,110 +155,8 @@ def _check(req: FakeRequest) -> web.Response | None:
     problem = _unauthorized(req)
     if problem is not None:
         return problem
-    body = req.body
-
-    def invalid(message: str) -> web.Response:
-        return _error(400, "ValidationException", message)
-
-    if not isinstance(body, dict):
-        return invalid("Malformed input request, please reformat your input and try again.")
-    unknown = sorted(set(body) - REQUEST_FIELDS) + sorted(set(body.get("inferenceConfig") or {}) - INFERENCE_FIELDS)
-    if unknown:
-        return invalid(f"Malformed input request: extraneous key [{unknown[0]}] is not permitted.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return invalid("The messages field is required and must not be empty.")
-    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
-    if any(role not in ("user", "assistant") for role in roles):
-        return invalid("Value at 'messages.role' failed to satisfy constraint: Member must be user or assistant.")
-    if roles[0] != "user":
-        return invalid("A conversation must start with a user message.")
-    if any(a == b for a, b in zip(roles, roles[1:])):
-        return invalid("A conversation must alternate between user and assistant roles.")
-    problem = _blocks_problem(messages) or _tool_config_problem(body)
-    return invalid(problem) if problem else None
-
-
-def _blocks_problem(messages: list[dict]) -> str | None:
-    """Why the content blocks are refused: each is a union of one known member valid for
-    its role, and every toolUse is answered by a toolResult in the next turn (and only it)."""
-    for message in messages:
-        blocks = message.get("content")
-        if not isinstance(blocks, list) or not blocks:
-            return "The content field in the Message object is empty."
-        for block in blocks:
-            if not isinstance(block, dict) or len(block) != 1 or not set(block) <= BLOCK_KINDS[message["role"]]:
-                return f"Malformed input request: a {message['role']} content block must be one of " + ", ".join(
-                    sorted(BLOCK_KINDS[message["role"]])
-                )
-            problem = _block_problem(*next(iter(block.items())))
-            if problem:
-                return problem
-    opening = {"role": "assistant", "content": []}  # nothing to answer before the first turn
-    for asked, answered in zip([opening, *messages], messages):
-        uses = _ids(asked, "toolUse")
-        if asked["role"] == "assistant" and uses != _ids(answered, "toolResult"):
-            return (
-                "Expected toolResult blocks for toolUse ids " + ", ".join(sorted(uses)) + " in the next message."
-                if uses
-                else "A toolResult block's toolUseId must match a toolUse block in the previous message."
-            )
-    return None
-
-
-def _ids(message: dict, kind: str) -> set[str]:
-    return {b[kind].get("toolUseId") for b in message["content"] if kind in b}
-
-
-def _block_problem(kind: str, value: Any) -> str | None:
-    if kind == "text":
-        return None if isinstance(value, str) else "A text block must be a string."
-    if kind == "image":
-        value = value if isinstance(value, dict) else {}
-        source = value.get("source")
-        if value.get("format") not in IMAGE_FORMATS or not isinstance(source, dict) or set(source) != {"bytes"}:
-            return "An image block needs a format (png, jpeg, gif, webp) and source.bytes."
-        try:
-            return None if base64.b64decode(source["bytes"], validate=True) else "The image bytes are empty."
-        except (binascii.Error, TypeError, ValueError):
-            return "Malformed input request: image source bytes must be base64-encoded."
-    if not isinstance(value, dict) or not TOOL_USE_ID.fullmatch(str(value.get("toolUseId", ""))):
-        return f"A {kind} block needs a toolUseId matching [a-zA-Z0-9_-]{{1,64}}."
-    if kind == "toolUse":
-        if not TOOL_NAME.fullmatch(str(value.get("name", ""))) or not isinstance(value.get("input"), dict):
-            return "A toolUse block needs a name and an input object."
-        return None
-    content = value.get("content")
-    if not isinstance(content, list) or not all(
-        isinstance(c, dict) and set(c) in ({"text"}, {"json"}) for c in content
-    ):
-        return "A toolResult's content must be a list of text or json blocks."
-    return None if value.get("status", "success") in ("success", "error") else "toolResult.status is success or error."
-
-
-def _tool_config_problem(body: dict) -> str | None:
-    config = body.get("toolConfig")
-    if config is None:
-        used = any(_ids(m, "toolUse") or _ids(m, "toolResult") for m in body["messages"])
-        return TOOL_CONFIG_NEEDED if used else None
-    tools = config.get("tools") if isinstance(config, dict) else None
-    if not isinstance(tools, list) or not tools or set(config) - {"tools", "toolChoice"}:
-        return "toolConfig.tools must hold at least one tool."
-    names = []
-    for tool in tools:
-        spec = tool.get("toolSpec") if isinstance(tool, dict) else None
-        schema = (spec.get("inputSchema") or {}).get("json") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict) or set(spec) - {"name", "description", "inputSchema"}:
-            return "Each tool needs a toolSpec with a name and inputSchema.json."
-        if not TOOL_NAME.fullmatch(str(spec.get("name", ""))) or spec.get("description", "x") == "":
-            return "toolSpec.name must match [a-zA-Z0-9_-]{1,64} and a description must not be empty."
-        names.append(spec["name"])
-    choice = config.get("toolChoice", {"auto": {}})
-    if not isinstance(choice, dict) or len(choice) != 1 or not set(choice) <= {"auto", "any", "tool"}:
-        return "toolConfig.toolChoice must be one of auto, any or tool."
-    if "tool" in choice and not (isinstance(choice["tool"], dict) and choice["tool"].get("name") in names):
-        return "toolConfig.toolChoice.tool.name must name one of the tools."
-    return None
+    message = bedrock_validation.converse_problem(req.body)
+    return _error(400, "ValidationException", message) if message else None
 
 
 def _tool_result_text(message: dict) -> str | None:
@@ -284,14 +166,6 @@ def _tool_result_text(message: dict) -> str | None:
         return None
     parts = results[-1]["content"]
     return "".join(c["text"] if "text" in c else json.dumps(c["json"]) for c in parts)
-
-
-def _arguments(schema: Any, prompt: str) -> dict:
-    """A toolUse input for `schema`; a free-form object (the JSON-mode tool) gets synth's
-    JSON-mode object, as a model asked for "some JSON object" would answer one."""
-    if isinstance(schema, dict) and schema.get("type", "object") == "object" and "properties" not in schema:
-        return json.loads(synth.json_reply(prompt))
-    return synth.tool_arguments(schema, prompt)
 
 
 def _tool_uses(body: dict) -> list[dict]:
@@ -307,7 +181,7 @@ def _tool_uses(body: dict) -> list[dict]:
         {
             "toolUseId": synth.call_id("tooluse_", name, i, prompt),
             "name": name,
-            "input": _arguments(schemas[name], prompt),
+            "input": synth.json_tool_input(schemas[name], prompt),
         }
         for i, name in enumerate(synth.pick_tools(list(schemas), forced, prompt))
     ]
@@ -388,44 +262,13 @@ async def converse_stream(req: FakeRequest) -> web.StreamResponse:
 # --- InvokeModel: embeddings -----------------------------------------------------------------
 
 
-def _titan_problem(model: str, body: dict) -> str | None:
-    allowed = TITAN_FIELDS if "text-v2" in model else {"inputText"}
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        return f"Malformed input request: extraneous key [{unknown[0]}] is not permitted."
-    if not isinstance(body.get("inputText"), str) or not body["inputText"]:
-        return "Malformed input request: inputText must be a non-empty string."
-    if body.get("dimensions", 1024) not in TITAN_DIMENSIONS:
-        return "Malformed input request: dimensions must be one of 256, 512, 1024."
-    return None if isinstance(body.get("normalize", True), bool) else "normalize must be a boolean."
-
-
-def _cohere_problem(model: str, body: dict) -> str | None:
-    unknown = sorted(set(body) - (COHERE_V4_FIELDS if "embed-v4" in model else COHERE_FIELDS))
-    if unknown:
-        return f"Malformed input request: extraneous key [{unknown[0]}] is not permitted."
-    if body.get("input_type") not in COHERE_INPUT_TYPES:
-        return "Malformed input request: input_type is required (search_document, search_query, ...)."
-    texts = body.get("texts")
-    if not isinstance(texts, list) or len(texts) > 96 or not all(isinstance(t, str) for t in texts):
-        return "Malformed input request: texts must be a list of at most 96 strings."
-    return None if body.get("output_dimension", 256) in COHERE_DIMENSIONS else "output_dimension is not valid."
-
-
 def _invoke_check(req: FakeRequest) -> web.Response | None:
+    """SigV4 first, then the body as the model's InvokeModel schema validates it."""
     problem = _unauthorized(req)
     if problem is not None:
         return problem
-    model = req.params["model"]
-    if not isinstance(req.body, dict):
-        return _error(400, "ValidationException", "Malformed input request, please reformat your input and try again.")
-    if "titan-embed" in model:
-        problem = _titan_problem(model, req.body)
-    elif "cohere.embed" in model:
-        problem = _cohere_problem(model, req.body)
-    else:
-        problem = f"The fake upstream serves InvokeModel for Titan and Cohere embedding models, not {model}."
-    return _error(400, "ValidationException", problem) if problem else None
+    message = bedrock_validation.invoke_problem(req.params["model"], req.body)
+    return _error(400, "ValidationException", message) if message else None
 
 
 @checked(_invoke_check)

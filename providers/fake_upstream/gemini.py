@@ -7,8 +7,9 @@ https://ai.google.dev/api/models describe them, with Google's error body
 
 Like the live API it rejects unknown request fields (in parts, function declarations and
 their schemas too), roles other than user/model, a part holding two kinds of data or bytes
-that are not base64, and an OBJECT parameter schema without properties. Models whose name
-holds "embedding" only embed, and the others only generate (404 otherwise).
+that are not base64, and an OBJECT parameter schema without properties: the checks are in
+gemini_validation.py. Models whose name holds "embedding" only embed, and the others only
+generate (404 otherwise).
 
 What it answers (synth.py decides the content): with functions offered and a calling mode
 other than NONE, a last turn that is not a functionResponse gets functionCall parts (the
@@ -21,7 +22,6 @@ message containing BLOCK_MARKER gets the blocked-prompt answer (200,
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import zlib
@@ -29,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from providers.fake_upstream import synth
+from providers.fake_upstream import gemini_validation, synth
 from providers.fake_upstream.core import (
     FakeRequest,
     Route,
@@ -46,7 +46,6 @@ MODELS = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
 EMBEDDING_MODELS = ("gemini-embedding-001",)
 BLOCK_MARKER = "[[fake:block]]"
 FAKE_SIGNATURE = base64.b64encode(b"fake thought signature").decode()
-MAX_EMBED_BATCH = 100
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
     401: "UNAUTHENTICATED",
@@ -57,35 +56,6 @@ STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-REQUEST_FIELDS = {
-    "contents", "systemInstruction", "system_instruction", "generationConfig", "generation_config",
-    "safetySettings", "safety_settings", "tools", "toolConfig", "tool_config", "cachedContent",
-    "cached_content", "model", "serviceTier", "service_tier", "store",
-}  # fmt: skip
-CONFIG_FIELDS = {
-    "maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "candidateCount", "seed",
-    "responseMimeType", "responseSchema", "responseJsonSchema", "presencePenalty", "frequencyPenalty",
-    "responseLogprobs", "logprobs", "thinkingConfig", "responseModalities", "mediaResolution",
-}  # fmt: skip
-PART_DATA = {
-    "text",
-    "inlineData",
-    "fileData",
-    "functionCall",
-    "functionResponse",
-    "executableCode",
-    "codeExecutionResult",
-}
-PART_FIELDS = PART_DATA | {"thought", "thoughtSignature", "videoMetadata", "mediaResolution", "partMetadata"}
-DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema"}
-SCHEMA_FIELDS = {
-    "type", "format", "title", "description", "nullable", "enum", "required", "properties", "items", "anyOf",
-    "minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minimum", "maximum",
-    "pattern", "example", "propertyOrdering",
-}  # fmt: skip
-SCHEMA_TYPES = {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
-CALLING_MODES = {"MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED"}
-EMBED_FIELDS = {"model", "content", "taskType", "title", "outputDimensionality", "embedContentConfig"}
 
 
 def error_body(status: int, message: str) -> dict:
@@ -104,87 +74,6 @@ def stream_error_frame(message: str = "An internal error has occurred.") -> str:
 # --- request checks ---------------------------------------------------------------------
 
 
-def _unknown(names: Any, known: set[str], where: str) -> str | None:
-    extra = sorted(set(names) - known)
-    if not extra:
-        return None
-    return f"Invalid JSON payload received. Unknown name \"{extra[0]}\" at '{where}': Cannot find field."
-
-
-def _is_bytes(value: Any) -> bool:
-    """Whether `value` is base64, standard or URL-safe, as proto JSON reads TYPE_BYTES."""
-    try:
-        base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
-    except (AttributeError, binascii.Error, ValueError):
-        return False
-    return True
-
-
-def _object_with(value: Any, name: str, field: str) -> bool:
-    return isinstance(value, dict) and isinstance(value.get(name), str) and isinstance(value.get(field, {}), dict)
-
-
-PART_RULES = {  # field: (valid, what the API says otherwise)
-    "thoughtSignature": (_is_bytes, "thought_signature' (TYPE_BYTES), Base64 decoding failed"),
-    "inlineData": (
-        lambda v: isinstance(v, dict) and bool(v.get("mimeType")) and _is_bytes(v.get("data")),
-        "inline_data': mimeType and base64 data are required",
-    ),
-    "functionCall": (lambda v: _object_with(v, "name", "args"), "function_call': a name and object args"),
-    "functionResponse": (
-        lambda v: _object_with(v, "name", "response") and "response" in v,
-        "function_response': a name and an object response",
-    ),
-}
-
-
-def _part_problem(part: Any) -> str | None:
-    if not isinstance(part, dict) or len(set(part) & PART_DATA) != 1:
-        return "* GenerateContentRequest.contents.parts: a part holds exactly one of text, inlineData, functionCall…"
-    for field, (valid, message) in PART_RULES.items():
-        if field in part and not valid(part[field]):
-            return f"Invalid value at 'contents[].parts[].{message}"
-    return _unknown(part, PART_FIELDS, "contents[].parts[]")
-
-
-def _schema_problem(schema: Any, where: str) -> str | None:
-    """Gemini's Schema (https://ai.google.dev/api/caching#Schema): known keys only."""
-    if not isinstance(schema, dict):
-        return f"Invalid JSON payload received. Expected an object at '{where}'."
-    if str(schema.get("type", "OBJECT")).upper() not in SCHEMA_TYPES:
-        return f"Invalid value at '{where}.type': {schema['type']!r}"
-    subs = [*(schema.get("properties") or {}).values(), *schema.get("anyOf", ()), *filter(None, [schema.get("items")])]
-    return _unknown(schema, SCHEMA_FIELDS, where) or next(
-        filter(None, (_schema_problem(s, where + ".*") for s in subs)), None
-    )
-
-
-def _declaration_problem(declaration: Any, where: str) -> str | None:
-    if not isinstance(declaration, dict) or not declaration.get("name"):
-        return f"* GenerateContentRequest.{where}.name: Name cannot be empty."
-    parameters = declaration.get("parameters")
-    if (
-        isinstance(parameters, dict)
-        and str(parameters.get("type")).upper() == "OBJECT"
-        and not parameters.get("properties")
-    ):
-        return f"* GenerateContentRequest.{where}.parameters.properties: should be non-empty for OBJECT type"
-    problem = _unknown(declaration, DECLARATION_FIELDS, where)
-    return problem or (_schema_problem(parameters, where + ".parameters") if parameters is not None else None)
-
-
-def _tools_problem(body: dict) -> str | None:
-    for t, tool in enumerate(body.get("tools") or []):
-        for d, declaration in enumerate((tool or {}).get("functionDeclarations") or []):
-            problem = _declaration_problem(declaration, f"tools[{t}].function_declarations[{d}]")
-            if problem:
-                return problem
-    mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode", "AUTO")
-    if mode not in CALLING_MODES:
-        return f"Invalid value at 'tool_config.function_calling_config.mode': {mode!r}"
-    return None
-
-
 def _forbidden(req: FakeRequest) -> web.Response | None:
     if caller_key(req.http):
         return None
@@ -197,43 +86,12 @@ def _not_found(req: FakeRequest, method: str) -> web.Response:
     return req.error(404, f"models/{model} is not found for API version v1beta, or is not supported for {method}.")
 
 
-def _contents_problem(contents: Any) -> str | None:
-    if not isinstance(contents, list) or not contents:
-        return "* GenerateContentRequest.contents: contents is not specified"
-    for content in contents:
-        if not isinstance(content, dict) or not isinstance(content.get("parts"), list) or not content["parts"]:
-            return "* GenerateContentRequest.contents: contents.parts must not be empty."
-        if content.get("role", "user") not in ("user", "model"):
-            return "Please use a valid role: user, model."
-        problem = next(filter(None, map(_part_problem, content["parts"])), None)
-        if problem:
-            return problem
-    return None
-
-
-def _body_problem(body: Any) -> str | None:
-    """What the API refuses in a GenerateContentRequest, or None."""
-    if not isinstance(body, dict):
-        return "Invalid JSON payload received."
-    config = body.get("generationConfig") or {}
-    if not isinstance(config, dict):
-        return "Invalid JSON payload received. generation_config is not an object."
-    if len(config.get("stopSequences") or []) > 5:
-        return "* GenerateContentRequest.generation_config.stop_sequences: at most 5 allowed"
-    return (
-        _unknown(body, REQUEST_FIELDS, "GenerateContentRequest")
-        or _unknown(config, CONFIG_FIELDS, "generation_config")
-        or _contents_problem(body.get("contents"))
-        or _tools_problem(body)
-    )
-
-
 def _check(req: FakeRequest) -> web.Response | None:
     """The API's first checks: a key, a generating model, then the body."""
     forbidden = _forbidden(req)
     if forbidden or "embedding" in req.params["model"]:
         return forbidden or _not_found(req, "generateContent")
-    problem = _body_problem(req.body)
+    problem = gemini_validation.body_problem(req.body)
     return req.error(400, problem) if problem else None
 
 
@@ -362,20 +220,6 @@ async def stream_generate(req: FakeRequest) -> web.StreamResponse:
 # --- embeddings ---------------------------------------------------------------------------
 
 
-def _embed_problem(request: Any, model: str, where: str, batched: bool = False) -> str | None:
-    """An EmbedContentRequest's problem: unknown fields, no text, another model (a
-    batched request must name the batch's)."""
-    if not isinstance(request, dict):
-        return f"Invalid JSON payload received. Expected an object at '{where}'."
-    problem = _unknown(request, EMBED_FIELDS, where)
-    parts = (request.get("content") or {}).get("parts") if isinstance(request.get("content"), dict) else None
-    if not problem and (not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts)):
-        problem = f"* {where}.content: content is not specified"
-    if not problem and request.get("model", None if batched else f"models/{model}") != f"models/{model}":
-        problem = f"* {where}.model: the model of each request must match the model of the batch (models/{model})"
-    return problem
-
-
 def _dimensions(request: dict) -> Any:
     return (request.get("embedContentConfig") or {}).get("outputDimensionality") or request.get("outputDimensionality")
 
@@ -389,22 +233,7 @@ def _embed_check(req: FakeRequest) -> web.Response | None:
     method = "batchEmbedContents" if req.http.path.endswith("batchEmbedContents") else "embedContent"
     if forbidden or "embedding" not in req.params["model"]:
         return forbidden or _not_found(req, method)
-    body, model = req.body, req.params["model"]
-    if method == "embedContent":
-        problem = _embed_problem(body, model, "EmbedContentRequest")
-    elif not isinstance(body, dict) or not isinstance(body.get("requests"), list) or not body["requests"]:
-        problem = "* BatchEmbedContentsRequest.requests: requests is not specified"
-    elif len(body["requests"]) > MAX_EMBED_BATCH:
-        problem = f"* BatchEmbedContentsRequest.requests: at most {MAX_EMBED_BATCH} requests can be in one batch"
-    else:
-        problem = _unknown(body, {"requests"}, "BatchEmbedContentsRequest") or next(
-            (
-                p
-                for i, r in enumerate(body["requests"])
-                if (p := _embed_problem(r, model, f"requests[{i}]", batched=True))
-            ),
-            None,
-        )
+    problem = gemini_validation.embed_problem(req.body, req.params["model"], method)
     return req.error(400, problem) if problem else None
 
 

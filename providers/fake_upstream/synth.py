@@ -4,12 +4,19 @@ so tests can predict it whatever provider they route to:
 - **Tool calls**: when a request offers tools, the tool choice does not forbid them
   (`none`), and its last turn is not a tool result, the model "calls" one tool: the
   forced one, else the first offered, with arguments synthesized from the tool's JSON
-  Schema (`tool_arguments`). With `parallel` (offered several tools, parallel calls
-  allowed, and the prompt containing "in parallel") it calls the first two.
+  Schema (`tool_arguments`; `{}` for a tool without parameters). With `parallel`
+  (offered several tools, parallel calls allowed, and the prompt containing "in
+  parallel") it calls the first two.
 - **Tool results**: when the last turn carries a tool result, the reply is
   `Tool said: <result text>` (so a second turn proves the result arrived).
 - **JSON**: JSON mode answers `{"reply": "<echo>"}`; a JSON schema answers an object
-  synthesized from the schema.
+  synthesized from the schema. Where the wire format has no JSON mode (Anthropic's
+  Messages, Bedrock's Converse) clients force a tool whose input schema is the JSON they
+  want, so those fakes give a tool's input by `json_tool_input`: an open object schema
+  (`is_open_object`: "any object") gets the JSON-mode object, any other schema
+  `tool_arguments`. A client tool declared with a bare `{"type": "object"}` looks the
+  same there and gets the JSON-mode object too; declared with `"properties": {}` (as
+  the adapters send a tool without parameters) it gets `{}`.
 - **Embeddings**: a deterministic unit vector per text (`embedding`), 8 numbers unless
   the request asks for `dimensions`.
 
@@ -61,9 +68,37 @@ def value_for(schema: Any, text: str, depth: int = 0) -> Any:
 
 
 def tool_arguments(schema: Any, prompt: str) -> dict[str, Any]:
-    """Arguments for a tool whose parameters are `schema` (an object always)."""
-    value = value_for(schema if isinstance(schema, dict) else {}, prompt.strip()[:80] or "query")
+    """Arguments for a tool whose parameters are `schema` (an object always): `{}` for a
+    tool that takes none (no schema, or an object schema without properties)."""
+    if not isinstance(schema, dict) or (_object_type(schema) and "properties" not in schema):
+        return {}
+    value = value_for(schema, prompt.strip()[:80] or "query")
     return value if isinstance(value, dict) else {"input": value}
+
+
+def is_open_object(schema: Any) -> bool:
+    """Whether `schema` asks for any object: of type object (or no type), naming no
+    properties and not closed by `additionalProperties: false`. It is the input schema
+    of the tool that carries a JSON-mode answer (see the module docstring)."""
+    return (
+        isinstance(schema, dict)
+        and _object_type(schema)
+        and "properties" not in schema
+        and schema.get("additionalProperties") is not False
+    )
+
+
+def json_tool_input(schema: Any, prompt: str) -> dict[str, Any]:
+    """A tool's input in a wire format whose clients ask for JSON through a forced tool
+    (Anthropic, Bedrock Converse): the JSON-mode object (`json_reply`) for an open object
+    schema, as a model asked for "some JSON object" would answer, else `tool_arguments`."""
+    if is_open_object(schema):
+        return json.loads(json_reply(prompt))
+    return tool_arguments(schema, prompt)
+
+
+def _object_type(schema: dict) -> bool:
+    return schema.get("type", "object") == "object"
 
 
 def pick_tools(names: list[str], forced: str | None, prompt: str, parallel_allowed: bool = True) -> list[str]:

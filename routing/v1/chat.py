@@ -352,6 +352,7 @@ def parse_chat(data: dict) -> tuple[CompletionRequest, RoutingOptions, str, bool
     user = _string(data.get("user"), "user", optional=True)
     if data.get("metadata") is not None and not isinstance(data["metadata"], dict):
         raise fail("metadata", "must be an object")
+    flag(data, "store")  # accepted (it concerns OpenAI's own dashboard), but typed
     max_tokens = integer(data, "max_completion_tokens", 1, 1_000_000)
     if max_tokens is None:
         max_tokens = integer(data, "max_tokens", 1, 1_000_000)

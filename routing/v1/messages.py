@@ -206,7 +206,7 @@ def parse_messages_request(data: dict) -> tuple[CompletionRequest, str, RoutingO
             raise _fail(name, reason)
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise _fail("model", "is required: a provider name, or 'auto'")
+        raise _fail("model", "is required: a model, a model route, a provider name, or 'auto'")
     if "max_tokens" not in data or data["max_tokens"] is None:
         raise _fail("max_tokens", "is required")
     if type(data["max_tokens"]) is int and data["max_tokens"] == 0:

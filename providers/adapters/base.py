@@ -44,6 +44,7 @@ from providers.adapters.chat import (  # noqa: F401 (re-exported: the wire modul
 
 log = logging.getLogger("axonflow.adapters")
 
+PLAIN_CHAT, STREAMED_CHAT = frozenset({CHAT}), frozenset({CHAT, STREAMING})
 MAX_TOKEN_COUNT = 10_000_000  # more in one request is not a count, it is an upstream bug
 
 # --- normalized request and response -------------------------------------------------
@@ -91,14 +92,15 @@ class CompletionRequest:
 
     def required_features(self) -> frozenset[str]:
         """The capabilities an adapter needs to serve this request (chat.py names)."""
-        needs = {CHAT}
-        if self.stream:
-            needs.add(STREAMING)
-        if self.tools or any(m.tool_calls or m.role == "tool" for m in self.messages):
+        rich = [m for m in self.messages if m.parts is not None or m.tool_calls or m.role == "tool"]
+        if not (rich or self.tools or self.response_format):  # plain text: the hot path
+            return STREAMED_CHAT if self.stream else PLAIN_CHAT
+        needs = {CHAT, STREAMING} if self.stream else {CHAT}
+        if self.tools or any(m.tool_calls or m.role == "tool" for m in rich):
             needs.add(TOOLS)
         if self.parallel_tool_calls is False and self.tools:  # true is every API's default
             needs.add(PARALLEL_TOOL_CALLS)
-        images = [p for m in self.messages if m.parts for p in m.parts if isinstance(p, ImagePart)]
+        images = [p for m in rich if m.parts for p in m.parts if isinstance(p, ImagePart)]
         if images:
             needs.add(IMAGES)
             if any(not image.is_data for image in images):

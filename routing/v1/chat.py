@@ -49,6 +49,7 @@ KNOWN_FIELDS = frozenset(
         "logit_bias", "store", "metadata",
     }
 )  # fmt: skip
+PLAIN = {"user": "user", "assistant": "assistant", "system": "system", "developer": "system"}
 ROLE_FIELDS = {
     "system": {"role", "content", "name"},
     "developer": {"role", "content", "name"},
@@ -204,7 +205,11 @@ def parse_messages(raw: Any) -> tuple[str | None, list[Message]]:
     messages: list[Message] = []
     called: set[str] = set()
     for i, item in enumerate(raw):
-        message = _message(item, i)
+        # The common message, {"role": "user", "content": "text"}, without the general checks.
+        if type(item) is dict and len(item) == 2 and type(item.get("content")) is str and item.get("role") in PLAIN:
+            message = Message(PLAIN[item["role"]], item["content"])
+        else:
+            message = _message(item, i)
         if message.role == "system":
             system.append(message.content)
             continue

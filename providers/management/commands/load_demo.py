@@ -1,5 +1,6 @@
-"""Idempotently create the demo tenant, its admin user and three providers pointed at
-the built-in fake upstream (`manage.py fake_upstream`).
+"""Idempotently create the demo tenant, its admin user, three providers pointed at
+the built-in fake upstream (`manage.py fake_upstream`) and a model route `fast` over
+the OpenAI and Anthropic ones, so `model="fast"` and `model="gpt-4o-mini"` work at once.
 
 The demo user is a superuser with a published password, and the command prints an
 admin API token: it runs only in DEBUG (as `make run` does) or when asked for with
@@ -9,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from providers.models import ProviderConfig
+from providers.models import ModelRoute, ModelRouteTarget, ProviderConfig
 from providers.validation import apply_provider_config, validate_provider_config
 from tenants.models import ApiToken, Membership, Plan, Role, Tenant, TokenScope
 from tenants.rls import tenant_context
@@ -22,6 +23,9 @@ DEMO_PROVIDERS = [
     ("anthropic-demo", "anthropic", "claude-3-5-haiku-latest", "/demo-anthropic", 0, 40),
     ("ollama-demo", "ollama", "llama3.2", "/demo-ollama", -1, 50),
 ]
+# The demo route: (provider, upstream model, weight); each target is sent its own model.
+DEMO_ROUTE = "fast"
+DEMO_ROUTE_TARGETS = [("openai-demo", "gpt-4o-mini", 70), ("anthropic-demo", "claude-3-5-haiku-latest", 30)]
 
 
 class Command(BaseCommand):
@@ -51,6 +55,7 @@ class Command(BaseCommand):
         with tenant_context(tenant.pk):
             for name, ptype, model, path, priority, weight in DEMO_PROVIDERS:
                 self.ensure_provider(tenant, name, ptype, model, upstream.rstrip("/") + path, priority, weight)
+            self.ensure_route(tenant)
         self.stdout.write(f"Demo tenant '{tenant.slug}' ready: login {DEMO_USER} / {DEMO_PASSWORD}")
         if not ApiToken.objects.filter(tenant=tenant, name="demo").exists():
             _token, raw = ApiToken.issue(tenant, "demo", TokenScope.ADMIN)
@@ -67,3 +72,15 @@ class Command(BaseCommand):
                 "weight": weight, "api_key": f"demo-key-for-{name}"}  # fmt: skip
         cleaned = validate_provider_config(tenant, data)
         apply_provider_config(ProviderConfig(tenant=tenant), cleaned).save()
+
+    def ensure_route(self, tenant):
+        route, created = ModelRoute.objects.get_or_create(
+            tenant=tenant, name=DEMO_ROUTE, defaults={"description": "the demo's fast pool: OpenAI, then Anthropic"}
+        )
+        if not created:
+            return
+        for position, (name, model, weight) in enumerate(DEMO_ROUTE_TARGETS):
+            provider = ProviderConfig.objects.get(tenant=tenant, name=name)
+            ModelRouteTarget.objects.create(
+                tenant=tenant, route=route, provider=provider, model=model, weight=weight, position=position
+            )

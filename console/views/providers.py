@@ -28,6 +28,7 @@ from axonflow_site.errors import AxonFlowError, ProviderNotFound
 from console.htmx import htmx_partial
 from providers import secrets
 from providers.forms import ProviderForm, field_error
+from providers.licensing import PLAN_TYPES
 from providers.models import HealthResult, OperatorState, ProviderConfig
 from providers.operator import STATES, clear_operator_state, set_operator_state
 from providers.validation import apply_provider_config, validate_provider_config
@@ -67,11 +68,18 @@ class Row:
         return any(name in self.errors for name in ("state", "reason", "until"))
 
 
-def traffic_shares(configs: list[ProviderConfig], now: datetime) -> dict[int, tuple[str, float]]:
+def traffic_shares(
+    configs: list[ProviderConfig], now: datetime, plan: str | None = None
+) -> dict[int, tuple[str, float]]:
     """{pk: (label, percent)}: a weight's share of the positive weights of the routable
-    providers (enabled, not drained or forced unhealthy) in the highest priority that
-    has any. The other routable providers are "failover only"; the rest are "off"."""
-    live = [c for c in configs if c.enabled and c.operator_state_at(now) not in NO_TRAFFIC]
+    providers (enabled, in the tenant's `plan` when given, not drained or forced
+    unhealthy) in the highest priority that has any. The other routable providers are
+    "failover only"; the rest are "off"."""
+    licensed = PLAN_TYPES.get(plan, frozenset()) if plan is not None else None
+    live = [
+        c for c in configs
+        if c.enabled and c.operator_state_at(now) not in NO_TRAFFIC and (licensed is None or c.type in licensed)
+    ]  # fmt: skip
     weighted = [c for c in live if c.weight > 0]
     top = max((c.priority for c in weighted), default=None)
     tier = {c.pk: c.weight for c in weighted if c.priority == top}
@@ -86,11 +94,11 @@ def traffic_shares(configs: list[ProviderConfig], now: datetime) -> dict[int, tu
     return shares
 
 
-def build_rows(configs: list[ProviderConfig], **extra) -> list[Row]:
+def build_rows(configs: list[ProviderConfig], plan: str | None = None, **extra) -> list[Row]:
     """Rows for `configs`; `extra` (errors, values, probe…) applies to the row of
     extra["pk"] only."""
     now = timezone.now()
-    shares = traffic_shares(configs, now)
+    shares = traffic_shares(configs, now, plan)
     pk = extra.pop("pk", None)
     return [Row(c, c.operator_state_at(now), *shares[c.pk], **(extra if c.pk == pk else {})) for c in configs]
 
@@ -107,7 +115,7 @@ def shares_oob(rows: list[Row]) -> str:
 def row_response(request: HttpRequest, config: ProviderConfig, **extra) -> HttpResponse:
     """The row of `config` and the other rows' share cells (htmx), or the list page
     (400 with the row's error) / a redirect to it (without htmx)."""
-    rows = build_rows(tenant_providers(request), pk=config.pk, **extra)
+    rows = build_rows(tenant_providers(request), request.tenant.plan, pk=config.pk, **extra)
     if not htmx_partial(request):
         if extra.get("errors"):
             return render(request, "console/providers.html", {"rows": rows}, status=400)
@@ -134,7 +142,8 @@ def provider_action(view):
 
 @require_role(Role.VIEWER, write=Role.OPERATOR)
 def provider_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "console/providers.html", {"rows": build_rows(tenant_providers(request))})
+    rows = build_rows(tenant_providers(request), request.tenant.plan)
+    return render(request, "console/providers.html", {"rows": rows})
 
 
 def form_page(request: HttpRequest, form: ProviderForm, saved_message: str) -> HttpResponse:
@@ -217,7 +226,7 @@ def provider_test(request: HttpRequest, config: ProviderConfig) -> HttpResponse:
 @provider_action
 def provider_delete(request: HttpRequest, config: ProviderConfig) -> HttpResponse:
     config.delete()
-    remaining = build_rows(tenant_providers(request))
+    remaining = build_rows(tenant_providers(request), request.tenant.plan)
     if not htmx_partial(request):
         messages.success(request, f"Provider '{config.name}' deleted.")
         return redirect("console:home")

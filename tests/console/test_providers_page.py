@@ -150,6 +150,15 @@ def labels(configs) -> list[str]:
     return [shares[c.pk][0] for c in configs]
 
 
+def test_types_outside_the_plan_get_no_share():
+    configs = [cfg(1, 60), cfg(2, 40)]
+    configs[0].type, configs[1].type = "gemini", "openai"  # gemini needs the enterprise plan
+    shares = traffic_shares(configs, timezone.now(), "community")
+    assert [shares[c.pk][0] for c in configs] == ["off", "100%"]
+    shares = traffic_shares(configs, timezone.now(), "enterprise")
+    assert [shares[c.pk][0] for c in configs] == ["60%", "40%"]
+
+
 def test_shares_split_the_top_priority_by_weight():
     assert labels([cfg(1, 60), cfg(2, 20), cfg(3, 20)]) == ["60%", "20%", "20%"]
     assert labels([cfg(1, 1), cfg(2, 2)]) == ["33%", "67%"]

@@ -3,6 +3,8 @@ cookies that scripts cannot read, sent only over HTTPS in production."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.conf import settings
 from django.contrib.sessions.models import Session
@@ -66,3 +68,26 @@ def test_with_production_settings_the_cookies_are_secure(alice, settings):
     client.post("/login/", {"username": "alice", "password": "password123"}, secure=True)
     assert client.cookies[settings.SESSION_COOKIE_NAME]["secure"]
     assert client.cookies[settings.CSRF_COOKIE_NAME]["secure"]
+
+
+def test_a_console_post_without_the_csrf_token_is_refused_and_changes_nothing(alice, acme, make_provider):
+    from providers.models import ProviderConfig
+    from tenants.rls import tenant_context
+
+    provider = make_provider(acme, name="a", weight=50)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    r = client.post(f"/providers/{provider.name}/weight/", {"weight": "5"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 403
+    with tenant_context(acme.pk):
+        assert ProviderConfig.objects.get(pk=provider.pk).weight == 50
+    # The same post with the page's token goes through, so the refusal was the token's.
+    page = client.get("/")
+    assert page.status_code == 200, page.status_code
+    page = page.content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    r = client.post(f"/providers/{provider.name}/weight/", {"weight": "5"}, HTTP_HX_REQUEST="true",
+                    HTTP_X_CSRFTOKEN=token)  # fmt: skip
+    assert r.status_code == 200
+    with tenant_context(acme.pk):
+        assert ProviderConfig.objects.get(pk=provider.pk).weight == 5

@@ -9,6 +9,7 @@ import pytest
 
 from routing.health import breaker, status
 from tenants.models import TokenScope
+from tenants.rls import tenant_context
 from tests.conftest import make_token
 from usage.models import UsageRecord
 from usage.writer import writer as usage_writer
@@ -52,7 +53,8 @@ def test_it_routes_a_prompt_and_returns_the_route(api, two, upstream):
 
 def test_messages_system_and_options_reach_the_upstream(api, two, upstream):
     two[0].models = ["gpt-4o"]  # "a" serves gpt-4o besides its default model (SPEC §2 rule 0)
-    two[0].save()
+    with tenant_context(two[0].tenant_id):
+        two[0].save()
     r = api.post(
         URL,
         json={

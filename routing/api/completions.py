@@ -173,13 +173,16 @@ class CompletionsView(APIView):
             400: ErrorSerializer,
             401: ErrorSerializer,
             403: ErrorSerializer,
+            404: OpenApiResponse(ErrorSerializer, description="`provider_not_found`: `model` names nothing"),
             413: ErrorSerializer,
             429: ErrorSerializer,
             502: ErrorSerializer,
             503: ErrorSerializer,
         },
         description="Route one completion to the tenant's providers by weight, priority, health and rate "
-        "limit, failing over on retryable errors. `route.attempts` lists every provider tried.",
+        "limit, failing over on retryable errors. `model` picks the pool (SPEC §2 rule 0): a provider, a "
+        "model route, `auto` or a model a provider serves; each attempt is sent its own upstream model. "
+        "`route.attempts` lists every provider tried.",
     )
     async def post(self, request):
         check_body_size(request)

@@ -148,7 +148,12 @@ class CompletionRequestSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     temperature = StrictFloatField(required=False, min_value=0, max_value=2)
     top_p = StrictFloatField(required=False, min_value=0, max_value=1)
     stop = StopField(required=False)
-    model = StrictCharField(required=False, max_length=200, help_text="Upstream model; default: the provider's own.")
+    model = StrictCharField(
+        required=False,
+        max_length=200,
+        help_text="A provider, a model route, `auto` or a model a provider serves (SPEC §2 rule 0); "
+        "none: every provider.",
+    )
     stream = StrictBooleanField(required=False, default=False, help_text="Answer as server-sent events.")
     preferred_provider = StrictCharField(required=False, max_length=64)
     weights = serializers.DictField(

@@ -16,7 +16,7 @@ from providers.models import ProviderConfig
 from tenants.access import get_for_tenant, require_role
 from tenants.models import ApiToken
 from usage.models import UsageRecord, UsageStatus
-from usage.queries import filter_records, page, totals_of
+from usage.queries import ENDPOINTS, filter_records, page, totals_of
 
 PAGE_SIZE = 50
 DRAW_METHODS = {
@@ -32,7 +32,7 @@ def request_log(request: HttpRequest) -> HttpResponse:
     """Filters, totals and one keyset page; htmx gets the results fragment alone."""
     params = request.GET.copy()
     params.setdefault("limit", str(PAGE_SIZE))
-    context: dict[str, Any] = {"filters": request.GET, "statuses": UsageStatus.choices}
+    context: dict[str, Any] = {"filters": request.GET, "statuses": UsageStatus.choices, "endpoints": ENDPOINTS}
     try:
         records, limit, cursor = filter_records(request.tenant.pk, params)
         context["totals"] = totals_of(records)

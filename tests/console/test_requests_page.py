@@ -54,7 +54,7 @@ def log(acme, globex, make_provider, as_tenant):
                     cost=Decimal("0.0001"), latency_ms=200, attempt_count=1,
                     attempts=[{"provider": "fast-one", "outcome": "success", "status_code": 200, "latency_ms": 200.0,
                                "error": ""}],
-                    created=T0 + timedelta(minutes=i),
+                    created=T0 + timedelta(minutes=i), endpoint="embeddings" if i % 20 == 1 else "chat",
                 )
                 for i in range(59)
             ]
@@ -119,6 +119,8 @@ def test_paging_keeps_the_filters(bob_client, log):
         ({"status": "error"}, 6),
         ({"model": "fast"}, 21),
         ({"request_id": "req-007"}, 1),
+        ({"endpoint": "embeddings"}, 3),
+        ({"endpoint": "messages"}, 0),
         ({"since": "2026-11-01T12:50"}, 10),
         ({"since": "2026-11-01T12:00", "until": "2026-11-01T12:10:00"}, 10),
         ({"provider": "", "status": "", "model": "", "token": "", "since": "", "until": "", "request_id": ""}, 60),
@@ -128,6 +130,12 @@ def test_filters_narrow_rows_and_totals(bob_client, log, params, count):
     html = bob_client.get(LOG, params).content.decode()
     assert f'data-total="requests">{count}<' in html
     assert len(ids_on(html)) == min(count, 50)
+
+
+def test_a_row_names_its_endpoint_unless_it_is_chat(bob_client, log):
+    html = bob_client.get(LOG, {"request_id": "req-001"}).content.decode()
+    assert "(embeddings)" in html and 'option value="embeddings"' in html
+    assert "(chat)" not in bob_client.get(LOG, {"request_id": "req-002"}).content.decode()
 
 
 def test_the_token_filter_takes_the_tokens_id(bob_client, log, acme):

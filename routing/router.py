@@ -390,6 +390,11 @@ class RouteStream:
     def provider_name(self) -> str:
         return self.config.name
 
+    @property
+    def answering_model(self) -> str:
+        """The model as clients are told it: the upstream's word, else the one sent."""
+        return self.model or self.upstream_model or self.config.model
+
     def route(self) -> dict[str, Any]:
         return route_dict(self.config.name, self.model, _ms(self.started), self.attempts)
 
@@ -443,8 +448,7 @@ class RouteStream:
         finally:
             await _close(self.rest)
         final = usage_seen or Usage(estimate_prompt_tokens(self.request), max(1, len("".join(self.text)) // 4))
-        model = self.model or self.upstream_model or self.config.model
-        response = CompletionResponse("".join(self.text), model, self.finish_reason, final)
+        response = CompletionResponse("".join(self.text), self.answering_model, self.finish_reason, final)
         self.usage, self.cost = final, actual_cost(self.config, final, response.model)
         result = RouteResult(response, self.config, self.attempts, _ms(self.started), self.cost)
         account(

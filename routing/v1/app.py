@@ -145,30 +145,9 @@ async def messages(scope, receive, send, request_id: str) -> None:
 
 
 async def stream_messages(receive, send, stream: RouteStream, request_id: str) -> None:
-    """Send the stream as Anthropic's events; stop if the client goes away."""
-    headers = [
-        (b"content-type", b"text/event-stream"),
-        (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no"),
-        (b"x-axonflow-provider", stream.provider_name.encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    watcher = asyncio.ensure_future(_disconnected(receive))
-    encoder = anthropic_wire.MessageStream(request_id, stream.model or stream.upstream_model or stream.config.model)
-    chunks = stream.chunks()
-    try:
-        async for chunk in chunks:
-            if watcher.done():
-                break
-            await send({"type": "http.response.body", "body": encoder.events(chunk), "more_body": True})
-        else:
-            await send({"type": "http.response.body", "body": encoder.finish()})
-    except StreamFailed as exc:
-        await send({"type": "http.response.body", "body": anthropic_wire.error_event(exc.error)})
-    finally:
-        watcher.cancel()
-        await chunks.aclose()
+    """Send the stream as Anthropic's events."""
+    encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
+    await send_stream(receive, send, stream, request_id, encoder.events, encoder.finish, anthropic_wire.error_event)
 
 
 async def _disconnected(receive) -> None:
@@ -177,7 +156,27 @@ async def _disconnected(receive) -> None:
 
 
 async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str, include_usage: bool) -> None:
-    """Send the stream; stop (and close the upstream) if the client goes away."""
+    """Send the stream as OpenAI's chunks, then the usage chunk if asked for and [DONE]."""
+    created, model, first = int(time.time()), stream.answering_model, [True]
+
+    def encode(chunk) -> bytes:
+        event = wire.chunk_event(request_id, created, model, chunk, first[0])
+        first[0] = False
+        return event
+
+    def finish() -> bytes:
+        if include_usage and stream.usage is not None:
+            usage = stream.usage
+            return wire.usage_event(request_id, created, model, usage.prompt_tokens, usage.completion_tokens) + wire.DONE_EVENT
+        return wire.DONE_EVENT
+
+    await send_stream(receive, send, stream, request_id, encode, finish, wire.error_event)
+
+
+async def send_stream(receive, send, stream: RouteStream, request_id: str, encode, finish, error_event) -> None:
+    """Send a routed stream in one surface's framing (`encode` per chunk, `finish` at a
+    clean end, `error_event` when the upstream breaks midway); stop, and close the
+    upstream, as soon as the client goes away."""
     headers = [
         (b"content-type", b"text/event-stream"),
         (b"cache-control", b"no-cache"),
@@ -188,24 +187,15 @@ async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     watcher = asyncio.ensure_future(_disconnected(receive))
     chunks = stream.chunks()
-    created, first = int(time.time()), True
-    model = stream.model or stream.upstream_model or stream.config.model
     try:
         async for chunk in chunks:
             if watcher.done():
                 break
-            event = wire.chunk_event(request_id, created, model, chunk, first)
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-            first = False
+            await send({"type": "http.response.body", "body": encode(chunk), "more_body": True})
         else:
-            tail = b""
-            if include_usage and stream.usage is not None:
-                tail = wire.usage_event(
-                    request_id, created, model, stream.usage.prompt_tokens, stream.usage.completion_tokens
-                )
-            await send({"type": "http.response.body", "body": tail + wire.DONE_EVENT})
+            await send({"type": "http.response.body", "body": finish()})
     except StreamFailed as exc:
-        await send({"type": "http.response.body", "body": wire.error_event(exc.error)})
+        await send({"type": "http.response.body", "body": error_event(exc.error)})
     finally:
         watcher.cancel()
         await chunks.aclose()

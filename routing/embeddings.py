@@ -7,17 +7,14 @@ Usage is recorded with endpoint kind `embeddings`: input tokens, no output token
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from axonflow_site.errors import AxonFlowError
 from providers.adapters.base import (
     EMBEDDINGS,
     CompletionResponse,
     EmbeddingRequest,
     EmbeddingResponse,
-    ProviderError,
     Usage,
 )
 from providers.pricing import actual_cost
@@ -51,17 +48,11 @@ async def embed(
     """Route one embeddings request. Raises as router.complete does."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), NEEDS)
     stored = "\n".join(request.inputs) if caller.store_prompts else None
-    async for config, model in loop.providers():
-        start = time.perf_counter()
-        try:
-            sent = request if model is None else replace(request, model=model)
-            answer = await snapshot.adapter(config).embed(sent)
-        except (ProviderError, AxonFlowError) as exc:
-            loop.failed(config, exc, start)
-            if isinstance(exc, ProviderError) and not exc.retryable:
-                break
-            continue
-        loop.succeeded(config, start)
+    answered = await loop.first_answer(
+        lambda adapter, model: adapter.embed(request if model is None else replace(request, model=model))
+    )
+    if answered is not None:
+        config, model, answer = answered
         usage = Usage(answer.prompt_tokens, 0)
         response = CompletionResponse("", answer.model or model or config.model, "stop", usage)
         result = RouteResult(response, config, loop.attempts, _ms(loop.started), actual_cost(config, usage, response.model))

@@ -27,7 +27,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -229,7 +229,6 @@ class Attempts:
 
     def trace(self) -> Callable[[], dict]:
         """The routing trace, to be built off the request path (routing/trace.py)."""
-        members = None if self.pool.members is None else frozenset(self.pool.members)
         return functools.partial(
             trace.build,
             self.snapshot.configs,
@@ -238,7 +237,7 @@ class Attempts:
             self.draw,
             frozenset(self.limited),
             self.pool.describe(),
-            members,
+            self.pool.members,  # keyed by provider id; never changed once resolved
         )
 
     def account(self, caller: Caller, request: CompletionRequest, latency_ms: float, **kwargs: Any) -> None:
@@ -267,6 +266,26 @@ class Attempts:
                 continue
             self.model = candidate.model or config.model
             yield config, candidate.model
+
+    async def first_answer(
+        self, call: Callable[[Any, str | None], Awaitable[Any]]
+    ) -> tuple[ProviderConfig, str | None, Any] | None:
+        """The failover loop of every non-streaming request: `call(adapter, upstream
+        model)` on each provider in turn until one answers. (config, the upstream model
+        it was sent or None for its own, answer), or None when none did (the attempts
+        say why; `exhausted()` is the error)."""
+        async for config, model in self.providers():
+            start = time.perf_counter()
+            try:
+                answer = await call(self.snapshot.adapter(config), model)
+            except (ProviderError, AxonFlowError) as exc:
+                self.failed(config, exc, start)
+                if isinstance(exc, ProviderError) and not exc.retryable:
+                    return None
+                continue
+            self.succeeded(config, start)
+            return config, model, answer
+        return None
 
     @property
     def tried_any(self) -> bool:
@@ -320,16 +339,9 @@ async def complete(
 ) -> RouteResult:
     """Route one non-streaming completion. Returns the result or raises (module docstring)."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
-    async for config, model in loop.providers():
-        start = time.perf_counter()
-        try:
-            response = await snapshot.adapter(config).complete(for_model(request, model))
-        except (ProviderError, AxonFlowError) as exc:
-            loop.failed(config, exc, start)
-            if isinstance(exc, ProviderError) and not exc.retryable:
-                break
-            continue
-        loop.succeeded(config, start)
+    answered = await loop.first_answer(lambda adapter, model: adapter.complete(for_model(request, model)))
+    if answered is not None:
+        config, _, response = answered
         result = RouteResult(
             response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
         )

@@ -128,6 +128,12 @@ async def test_parse_stream_turns_an_error_event_into_a_retryable_error():
     assert exc.value.retryable
 
 
+@pytest.mark.parametrize("event", ["message_start", "content_block_start", "content_block_delta", "message_delta"])
+async def test_parse_stream_refuses_an_event_without_its_object(event):
+    with pytest.raises(MalformedResponse, match=event):
+        await collect(adapter.parse_stream(sse_events((event, {"type": event, "index": 0}))))
+
+
 async def test_parse_stream_refuses_a_stream_without_message_stop():
     with pytest.raises(MalformedResponse):
         await collect(adapter.parse_stream(sse_events(

@@ -364,6 +364,13 @@ async def test_tool_input_without_its_block_start_is_malformed():
         await collect(bedrock.parse_stream(items(delta), MODEL))
 
 
+async def test_a_content_block_delta_without_its_delta_is_malformed():
+    # Skipping it would shorten the answer without a word.
+    frames = [frame("contentBlockDelta", {"contentBlockIndex": 0}), frame("messageStop", {"stopReason": "end_turn"})]
+    with pytest.raises(MalformedResponse, match="delta"):
+        await collect(bedrock.parse_stream(items(*frames), MODEL))
+
+
 def test_it_declares_what_converse_can_do(upstream):
     features = make(upstream).capabilities().features
 

@@ -226,6 +226,12 @@ async def test_parse_stream_ends_with_usage_and_reason():
     assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (3, 2)
 
 
+async def test_parse_stream_refuses_a_line_without_its_message():
+    events = items({"model": "m", "done": False}, {"message": {"content": ""}, "done": True})
+    error, _ = await stream_until_error(ollama.parse_stream(events), MalformedResponse)
+    assert "message" in error.message
+
+
 async def test_parse_stream_refuses_a_stream_without_done():
     await stream_until_error(
         ollama.parse_stream(items({"message": {"content": "Hel"}, "done": False})), MalformedResponse

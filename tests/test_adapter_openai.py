@@ -9,7 +9,7 @@ import pytest
 from axonflow_site.errors import InvalidConfig
 from providers.adapters import openai as adapter
 from providers.adapters.base import CompletionRequest, MalformedResponse, Message, ProviderError, Usage
-from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events
+from tests.fixtures_upstream import assert_matches_spec, collect, make_config, sse_events, stream_until_error
 
 KEY = "sk-test-openai-0123456789abcdef"
 REQUEST = CompletionRequest(
@@ -130,6 +130,18 @@ async def test_parse_stream_yields_deltas_then_one_final_chunk_with_usage():
 async def test_parse_stream_refuses_a_stream_that_just_stops():
     with pytest.raises(MalformedResponse):
         await collect(adapter.parse_stream(sse_events('{"choices":[{"delta":{"content":"Hel"}}]}')))
+
+
+async def test_parse_stream_refuses_a_finished_stream_without_done():
+    # Cut after the finish chunk: the usage chunk may be what was lost.
+    stream = sse_events('{"choices":[{"delta":{"content":"Hi"}}]}', '{"choices":[{"delta":{},"finish_reason":"stop"}]}')
+    error, received = await stream_until_error(adapter.parse_stream(stream), MalformedResponse)
+    assert "[DONE]" in error.message and [c.delta for c in received] == ["Hi"]
+
+
+async def test_parse_stream_refuses_a_chunk_without_choices():
+    with pytest.raises(MalformedResponse, match="choices"):
+        await collect(adapter.parse_stream(sse_events('{"id":"c","model":"m"}', "[DONE]")))
 
 
 async def test_parse_stream_raises_a_mid_stream_error():

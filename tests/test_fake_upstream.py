@@ -3,6 +3,8 @@ official SDKs accept what it serves (so adapter tests against it mean something)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import anthropic
 import httpx
 import openai
@@ -42,6 +44,10 @@ def test_behaviour_rejects_unknown_fields_and_kinds():
         Behaviour.from_dict({"failure_kind": "explode"})
     with pytest.raises(ValueError):
         Behaviour.from_dict({"failure_rate": 1.5})
+    with pytest.raises(ValueError, match="failure_kind"):
+        Behaviour.from_dict({"failure_kind": "200"})  # a success is no failure
+    with pytest.raises(ValueError, match="failure_scope"):
+        Behaviour.from_dict({"failure_scope": "chats"})  # would silently never fail
 
 
 def test_the_label_is_the_path_before_the_route_suffix(upstream, oai):
@@ -199,3 +205,89 @@ def test_the_command_rejects_an_unknown_failure_kind():
 
     with pytest.raises(CommandError, match="failure_kind"):
         call_command("fake_upstream", "--port", "0", "--failure-kind", "explode")
+
+
+# --- faults that need the wire format: missing_fields, no_end; and reset ---------------------
+
+
+@dataclass(frozen=True)
+class Wire:
+    """A provider's chat route on the fake: `needed` is what missing_fields drops from its
+    JSON (`streamed`, from its stream events) and `end` how its stream's end marker reads."""
+
+    provider: str
+    path: str  # after the label; {method} is Gemini's generateContent or streamGenerateContent
+    body: dict
+    headers: dict
+    needed: str
+    end: str
+    streamed: str = ""
+
+    def url(self, upstream, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{upstream.url}/{self.provider}{self.path.format(method=method)}"
+
+    def json(self, stream: bool) -> dict:
+        # Gemini streams by route; Ollama streams unless told not to.
+        return self.body if self.provider == "gemini" else {**self.body, "stream": stream}
+
+
+WIRES = [
+    Wire("openai", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": MESSAGES},
+         {"Authorization": f"Bearer {KEY}"}, "choices", "data: [DONE]"),
+    Wire("anthropic", "/v1/messages", {"model": "claude-3-5-haiku", "max_tokens": 64, "messages": MESSAGES},
+         {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}, "content", "event: message_stop", "delta"),
+    Wire("ollama", "/api/chat", {"model": "llama3.2", "messages": MESSAGES}, {}, "message", '"done":true'),
+    Wire("gemini", "/v1beta/models/gemini-2.5-flash:{method}",
+         {"contents": [{"role": "user", "parts": [{"text": "hello there world"}]}]}, {"x-goog-api-key": KEY},
+         "candidates", '"finishReason"'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=[w.provider for w in WIRES])
+def test_missing_fields_answers_valid_json_without_what_a_client_needs(upstream, wire):
+    upstream.configure(wire.provider, failure_kind="missing_fields", fail_next=1)
+    r = httpx.post(wire.url(upstream, False), json=wire.json(False), headers=wire.headers)
+    assert r.status_code == 200 and isinstance(r.json(), dict)
+    assert wire.needed not in r.json() and r.json()  # the rest of the answer is there
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=[w.provider for w in WIRES])
+def test_missing_fields_strips_every_stream_event(upstream, wire):
+    upstream.configure(wire.provider, failure_kind="missing_fields", fail_next=1)
+    with httpx.stream("POST", wire.url(upstream, True), json=wire.json(True), headers=wire.headers) as r:
+        text = r.read().decode()
+    assert r.status_code == 200 and text
+    assert f'"{wire.streamed or wire.needed}"' not in text
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=[w.provider for w in WIRES])
+def test_no_end_streams_the_answer_then_closes_cleanly_without_the_end_marker(upstream, wire):
+    upstream.configure(wire.provider, failure_kind="no_end", fail_next=1)
+    with httpx.stream("POST", wire.url(upstream, True), json=wire.json(True), headers=wire.headers) as r:
+        text = r.read().decode()  # a clean end: no transport error
+    assert r.status_code == 200
+    assert "Echo:" in text and wire.end not in text
+    with httpx.stream("POST", wire.url(upstream, True), json=wire.json(True), headers=wire.headers) as r:
+        assert wire.end in r.read().decode()  # fail_next is spent: the marker is back
+
+
+def test_no_end_cuts_a_json_body_off(upstream):
+    upstream.configure("oa", failure_kind="no_end", fail_next=1)
+    url = f"{upstream.base_url('oa')}/chat/completions"
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(url, json={"model": "gpt-4o-mini", "messages": MESSAGES}, headers={"Authorization": f"Bearer {KEY}"})
+
+
+def test_reset_reads_the_request_then_drops_the_connection_without_an_answer(upstream):
+    upstream.configure("oa", failure_kind="reset", fail_next=1)
+    url = f"{upstream.base_url('oa')}/chat/completions"
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        httpx.post(url, json={"model": "gpt-4o-mini", "messages": MESSAGES}, headers={"Authorization": f"Bearer {KEY}"})
+    assert upstream.counts("oa") == {"chat": 1, "total": 1, "failed": 1}
+
+
+@pytest.mark.parametrize("kind", ["missing_fields", "no_end", "reset", "502"])
+def test_the_control_api_accepts_every_failure_kind(upstream, kind):
+    r = httpx.post(f"{upstream.url}/_control/ctl", json={"failure_kind": kind})
+    assert r.status_code == 200 and r.json()["failure_kind"] == kind

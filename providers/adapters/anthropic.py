@@ -69,6 +69,10 @@ TOOL_CHOICE_TYPES = {"auto": "auto", "required": "any", "function": "tool", "non
 # from any tool a client could name.
 JSON_TOOL = "axonflow_json_response"
 JSON_TOOL_DESCRIPTION = "Give your answer to the user through this tool: its input is the whole answer."
+# The object each stream event carries (the SDK's Raw*Event types require it): without
+# it the event is meaningless, and skipping it would shorten the answer silently.
+EVENT_PARTS = {"message_start": "message", "content_block_start": "content_block",
+               "content_block_delta": "delta", "message_delta": "delta"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +262,10 @@ def from_wire(body: Any, provider: str = "anthropic") -> CompletionResponse:
     if body.get("type") == "error":
         raise _stream_error(body, provider)
     content = body.get("content")
-    if body.get("type") != "message" or not isinstance(content, list):
+    if body.get("type") != "message":
         raise MalformedResponse(provider, "response is not a message")
+    if not isinstance(content, list):
+        raise MalformedResponse(provider, "response message has no content list")
     blocks = [b for b in content if isinstance(b, dict)]
     text = "".join(b.get("text") or "" for b in blocks if b.get("type") == "text")
     calls = [_tool_call(b, provider) for b in blocks if b.get("type") == "tool_use"]
@@ -326,8 +332,9 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
     """Chunks from the SSE events of a streamed message: text deltas and tool-call
     deltas (a call's first with its id and name, then its argument fragments), then one
     final chunk with finish reason and usage at message_stop. Unknown event types are
-    skipped (the docs reserve the right to add them); a stream ending before
-    message_stop raises MalformedResponse."""
+    skipped (the docs reserve the right to add them); a known event without its
+    object (EVENT_PARTS) or a stream ending before message_stop, its end marker,
+    raises MalformedResponse."""
     model: str | None = None
     usage = Usage()
     stop: str | None = None
@@ -339,8 +346,11 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         kind = obj.get("type", event)
         if kind == "error":
             raise _stream_error(obj, provider)
+        part = EVENT_PARTS.get(kind)
+        if part and not isinstance(obj.get(part), dict):
+            raise MalformedResponse(provider, f"stream event {kind} has no {part}")
         if kind == "message_start":
-            message = obj.get("message") or {}
+            message = obj["message"]
             model = message.get("model") or model
             usage = usage_from(message.get("usage"))
         elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):

@@ -243,7 +243,8 @@ class StreamBlocks:
     def delta(self, data: dict) -> Chunk | None:
         delta = data.get("delta")
         if not isinstance(delta, dict):
-            return None
+            # Required by ContentBlockDeltaEvent; skipping it would shorten the answer.
+            raise MalformedResponse(self.provider, "contentBlockDelta event has no delta")
         text = delta.get("text")
         if text:
             return Chunk(delta=str(text), model=self.model)

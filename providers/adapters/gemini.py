@@ -233,6 +233,7 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
     usage: Usage | None = None
     model: str | None = None
     called = 0
+    answered = False  # whether any event had a candidate (for the error's message)
     async for _event, data in events:
         body = json_object(data, provider)
         if "error" in body:
@@ -248,6 +249,7 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         candidate = candidates[0] if isinstance(candidates, list) and candidates else {}
         if not isinstance(candidate, dict):
             raise MalformedResponse(provider, "stream event candidate is not an object")
+        answered = answered or bool(candidate)
         parts = _parts_of(candidate)
         delta, calls = _text(parts), _calls(parts, body.get("responseId"), called)
         deltas = [ToolCallDelta(called + i, call.id, call.name, call.arguments) for i, call in enumerate(calls)]
@@ -257,7 +259,10 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
         if candidate.get("finishReason"):
             reason = candidate["finishReason"]
     if reason is None:
-        raise MalformedResponse(provider, "stream ended without a finishReason")
+        # No end event exists: the chunk carrying finishReason is the last one
+        # (https://ai.google.dev/api/generate-content#FinishReason).
+        missing = "a finishReason" if answered else "any candidates"
+        raise MalformedResponse(provider, f"stream ended without {missing}")
     yield Chunk(finish_reason=finish_reason(reason, called > 0), usage=usage or Usage(), model=model)
 
 

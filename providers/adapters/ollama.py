@@ -239,13 +239,18 @@ async def parse_stream(events: AsyncIterator[dict], provider: str = "ollama") ->
     index, id, name and all the arguments (indexes count on across lines).
 
     An `{"error": ...}` line (the upstream failed after the stream started) raises a
-    retryable ProviderError; a stream that ends before `done: true` raises
-    MalformedResponse, so a truncated answer is never passed off as complete."""
+    retryable ProviderError; a line before the last without its `message`, or a stream
+    that ends before `done: true`, raises MalformedResponse, so a truncated answer is
+    never passed off as complete."""
     called = 0
     async for event in events:
         if "error" in event:
             raise ProviderError(provider, None, f"stream failed: {event['error']}", retryable=True)
-        message = event.get("message") if isinstance(event.get("message"), dict) else {}
+        message = event.get("message")
+        if not isinstance(message, dict):
+            if not event.get("done"):  # the final line's message is empty anyway
+                raise MalformedResponse(provider, "stream line has no message")
+            message = {}
         delta = message.get("content") if isinstance(message.get("content"), str) else ""
         first, calls = called, tool_calls_from(message.get("tool_calls"), provider, called)
         called += len(calls)

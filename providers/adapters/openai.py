@@ -290,9 +290,11 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
     """Chunks from the SSE events of a streamed completion.
 
     Text and tool-call deltas come as they arrive; one last chunk carries the finish
-    reason and the usage (which follows the finish chunk when include_usage is on). A
-    stream that ends without `[DONE]` or a finish reason raises MalformedResponse, so a
-    truncated answer is never passed off as complete."""
+    reason and the usage (which follows the finish chunk when include_usage is on).
+    A stream that ends without `[DONE]`, the API's end marker, raises MalformedResponse
+    after the chunks received, even after a finish reason: what was cut may be the usage
+    chunk, and a truncated answer is never passed off as complete. So does a chunk
+    without its required `choices` list (empty in the usage chunk)."""
     finish: str | None = None
     usage: Usage | None = None
     model: str | None = None
@@ -303,9 +305,12 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
             break
         obj = json_object(data, provider)
         _raise_in_band_error(obj, provider)
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            raise MalformedResponse(provider, "stream chunk has no choices")
         model = obj.get("model") or model
         usage = usage_from(obj.get("usage")) or usage
-        for choice in obj.get("choices") or []:
+        for choice in choices:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
@@ -314,7 +319,9 @@ async def parse_stream(events: AsyncIterator[tuple[str, str]], provider: str = "
                 yield Chunk(delta=text, model=model, tool_calls=calls)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
-    if not done and finish is None:
+    if not done:
+        # https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream:
+        # the stream is "terminated by a `data: [DONE]` message".
         raise MalformedResponse(provider, "stream ended before [DONE]")
     yield Chunk(finish_reason=finish or "stop", usage=usage, model=model)
 

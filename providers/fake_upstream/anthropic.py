@@ -73,6 +73,18 @@ def error_body(status: int, message: str) -> dict:
     return {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake0001"}
 
 
+# What "missing_fields" drops: a message's `content`, the `message` of message_start, the
+# `content_block` of content_block_start, the `delta` of the delta events and the model
+# list's `data` (the SDK's Raw*Event types require each).
+REQUIRED_FIELDS = frozenset({"content", "message", "content_block", "delta", "data"})
+
+
+def is_end(event: str | None, data: object) -> bool:
+    # "A final message_stop event" ends every stream
+    # (https://docs.anthropic.com/en/docs/build-with-claude/streaming#event-types).
+    return event == "message_stop"
+
+
 def stream_error_frame(message: str = "Overloaded") -> str:
     # "We may occasionally send errors in the event stream", e.g. overloaded_error
     # (https://docs.anthropic.com/en/docs/build-with-claude/streaming#error-events).

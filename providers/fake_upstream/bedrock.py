@@ -66,6 +66,17 @@ def error_body(status: int, message: str) -> dict:
     return {"message": message, "__type": ERROR_TYPES.get(status, "InternalServerException")}
 
 
+# What "missing_fields" drops: Converse's `output`, a contentBlockDelta's `delta`, the
+# embedding models' vectors and the model list (each required by its reference).
+REQUIRED_FIELDS = frozenset({"output", "delta", "embedding", "embeddingsByType", "embeddings", "modelSummaries"})
+
+
+def is_end(event: str | None, data: object) -> bool:
+    # A ConverseStream ends with messageStop (the stopReason) and then metadata (usage)
+    # (https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStreamOutput.html).
+    return event in ("messageStop", "metadata")
+
+
 def _error(status: int, error_type: str, message: str) -> web.Response:
     return web.json_response({"message": message}, status=status, headers={"x-amzn-ErrorType": error_type})
 
@@ -226,31 +237,33 @@ async def converse(req: FakeRequest) -> web.StreamResponse:
     )
 
 
-def _tool_use_frames(uses: list[dict]) -> list[bytes]:
-    frames = []
+def _tool_use_events(uses: list[dict]) -> list[tuple[str, dict]]:
+    events = []
     for index, use in enumerate(uses):
         start = {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}
-        frames.append(event_frame("contentBlockStart", {"contentBlockIndex": index, "start": start}))
+        events.append(("contentBlockStart", {"contentBlockIndex": index, "start": start}))
         for fragment in _fragments(json.dumps(use["input"])):
             delta = {"toolUse": {"input": fragment}}
-            frames.append(event_frame("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
-        frames.append(event_frame("contentBlockStop", {"contentBlockIndex": index}))
-    return frames
+            events.append(("contentBlockDelta", {"contentBlockIndex": index, "delta": delta}))
+        events.append(("contentBlockStop", {"contentBlockIndex": index}))
+    return events
 
 
 @checked(_check)
 async def converse_stream(req: FakeRequest) -> web.StreamResponse:
     uses = _tool_uses(req.body)
-    frames = [event_frame("messageStart", {"role": "assistant"})]
+    events = [("messageStart", {"role": "assistant"})]
     if uses:
         reason, usage = "tool_use", _usage(req, req.body, "".join(json.dumps(u["input"]) for u in uses))
-        frames += _tool_use_frames(uses)
+        events += _tool_use_events(uses)
     else:
         pieces, reason, usage = _answer(req, req.body)
-        frames += [event_frame("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
-        frames.append(event_frame("contentBlockStop", {"contentBlockIndex": 0}))
-    frames.append(event_frame("messageStop", {"stopReason": reason}))
-    frames.append(event_frame("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
+        events += [("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": p}}) for p in pieces]
+        events.append(("contentBlockStop", {"contentBlockIndex": 0}))
+    events.append(("messageStop", {"stopReason": reason}))
+    events.append(("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
+    # The binary framing is built here, so missing_fields and no_end apply before it.
+    frames = [event_frame(name, data) for name, data in req.damage(events)]
     if req.failure == "stream_error":
         # The generic helper frames text; an in-band AWS exception is a binary frame.
         cut = req.behaviour.cut_after

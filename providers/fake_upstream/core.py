@@ -22,6 +22,8 @@ A wire module (``openai.py``, ``anthropic.py``, ``ollama.py``, ``gemini.py``,
     ROUTES = [Route("POST", "/v1/chat/completions", chat, kind="chat"),
               Route("GET", "/v1/models", models, kind="probe"), ...]
     def error_body(status: int, message: str) -> dict   # the provider's error shape
+    REQUIRED_FIELDS = frozenset({"choices", "data"})  # what "missing_fields" drops
+    def is_end(event: str | None, data) -> bool         # the stream's end marker, for "no_end"
 
 ``Route.pattern`` is a plain suffix string or a compiled ``re.Pattern`` matched as a
 suffix (its named groups land in ``req.params``). ``kind`` names the counter
@@ -32,8 +34,10 @@ both serve ``GET /v1/models``; Anthropic's needs ``anthropic-version``).
 A handler is ``async def handler(req: FakeRequest) -> web.StreamResponse``. Before it
 runs, the core has recorded the request, counted it, slept ``latency_ms`` and decided
 on failure injection. Failures that need no wire knowledge are answered centrally:
-HTTP statuses (``"500"``, ``"429"`` + Retry-After, ``"400"``, ``"401"``, ``"529"``…,
-body from the module's ``error_body``), ``"timeout"`` (hang until the client leaves)
+HTTP statuses (``"500"``, ``"502"``, ``"503"``, ``"429"`` + Retry-After, ``"400"``,
+``"401"``, ``"529"``…: any status from 300 to 599, body from the module's ``error_body``),
+``"timeout"`` (hang until the client leaves), ``"reset"`` (the request is read, then the
+connection is closed with a TCP reset and no response: the client sees a disconnect),
 ``"echo_key"`` (401 whose message repeats the caller's key, as OpenAI's "Incorrect
 API key provided: sk-…" does, after ``error_message`` when set; the key is also sent
 back in an ``X-Echoed-Key`` header) and ``"echo_request"`` (500 whose message is
@@ -52,9 +56,18 @@ silence until the client leaves: the idle clock), ``"drip"`` (every byte
 ``drip_ms`` apart: the total deadline) and ``"stream_error"`` (``cut_after`` events,
 then the module's ``stream_error_frame()`` -- an in-band error event, as Anthropic
 sends ``event: error`` -- and a clean end; a non-stream request gets a 500) and
-``"stream_echo_key"`` (the same, with the caller's key in the error's message). A
-handler whose framing the generic helpers cannot break faithfully may look at
-``req.failure`` itself.
+``"stream_echo_key"`` (the same, with the caller's key in the error's message),
+``"missing_fields"`` (a 200 whose JSON is well-formed but lacks the module's
+``REQUIRED_FIELDS``, the top-level keys a client needs: OpenAI ``choices``/``data``,
+Anthropic ``content``, Ollama ``message``, Gemini ``candidates``, Bedrock ``output``,
+the embeddings' vectors; in a stream every event loses them) and ``"no_end"`` (a stream
+that sends every event except those the module's ``is_end`` calls its end marker, then
+closes cleanly: OpenAI's ``data: [DONE]``, Anthropic's ``message_stop``, Ollama's
+``"done": true`` line, Gemini's chunk carrying ``finishReason``, Bedrock's
+``messageStop`` and ``metadata``; a JSON body is cut off as with ``"cut"``). A handler
+whose framing the generic helpers cannot break faithfully may look at ``req.failure``
+itself (Bedrock's binary event stream applies ``req.damage(events)`` before framing).
+faults.py holds the kinds and these wire-independent pieces.
 
 ``req.reply_for(prompt)`` gives the reply text (``behaviour.reply`` or an echo),
 ``split_chunks(text)`` the stream pieces (joined they equal the text) and
@@ -77,6 +90,8 @@ from typing import Any
 
 from aiohttp import web
 
+from providers.fake_upstream import faults
+from providers.fake_upstream.faults import BODY_FAILURES, CENTRAL_FAILURES
 from providers.fake_upstream.respond import (  # re-exported: wire modules import them from here
     DEFAULT_MESSAGES,
     FakeRequest,
@@ -94,8 +109,7 @@ from providers.fake_upstream.respond import (  # re-exported: wire modules impor
 )
 
 WIRE_MODULES = ("openai", "anthropic", "ollama", "gemini", "bedrock")
-BODY_FAILURES = ("malformed", "cut", "stall", "drip", "stream_error", "stream_echo_key")
-CENTRAL_FAILURES = ("timeout", "echo_key", "echo_request")
+ROUTE_KINDS = ("", "chat", "embeddings", "probe")  # Route.kind values ("" in failure_scope: all)
 MAX_RECORDED = 5000
 CONTROL_PREFIX = "/_control"
 DEFAULT_LABEL_ALIAS = "-"  # /_control/-  addresses the "" label
@@ -110,7 +124,7 @@ class Behaviour:
     failure_rate: float = 0.0  # 0..1, drawn per request
     failure_kind: str = "500"  # "<status>", CENTRAL_FAILURES or BODY_FAILURES
     fail_next: int = 0  # the next N requests fail with failure_kind, deterministically
-    failure_scope: str = ""  # "" = every route; or a route kind ("chat", "probe")
+    failure_scope: str = ""  # "" = every route; or a route kind (ROUTE_KINDS)
     reply: str | None = None  # fixed reply text; None = echo the last user message
     chunk_delay_ms: float = 0.0  # between stream chunks
     cut_after: int = 2  # chunks sent before cut/stall/malformed strike
@@ -137,9 +151,10 @@ class Behaviour:
     def validate(self) -> None:
         if not 0.0 <= float(self.failure_rate) <= 1.0:
             raise ValueError("failure_rate must be within 0..1")
-        kind = str(self.failure_kind)
-        if not (kind.isdigit() and len(kind) == 3) and kind not in BODY_FAILURES + CENTRAL_FAILURES:
-            raise ValueError(f"unknown failure_kind {kind!r}")
+        kind = faults.check_kind(str(self.failure_kind))
+        if self.failure_scope not in ROUTE_KINDS:
+            # A misspelt scope would silently turn the failures off.
+            raise ValueError(f"failure_scope must be one of {ROUTE_KINDS}")
         if self.latency_ms < 0 or self.chunk_delay_ms < 0 or self.drip_ms < 0 or self.fail_next < 0:
             raise ValueError("delays and fail_next must not be negative")
         if self.token_counts is not None and (not isinstance(self.token_counts, list) or len(self.token_counts) != 2):
@@ -321,6 +336,9 @@ async def inject(req: FakeRequest, b: Behaviour) -> web.StreamResponse | None:
         await hang(req.http)
         drop(req.http)
         return web.Response(status=504)
+    if kind == "reset":
+        faults.reset(req.http)
+        return web.Response(status=502)  # never sent: the connection is gone
     if kind == "echo_key":
         key = caller_key(req.http)
         return req.error(401, b.error_message + echo_key_message(key), {"X-Echoed-Key": key})
@@ -348,7 +366,7 @@ def make_app(defaults: Behaviour | None = None) -> web.Application:
 
 
 __all__ = [
-    "DEFAULT_MESSAGES", "Behaviour", "FakeRequest", "Recorded", "Route", "State", "caller_key", "checked",
-    "count_tokens", "drop", "error_response", "generate", "hang", "last_text", "make_app", "split_chunks",
-    "text_of", "wire_module",
+    "BODY_FAILURES", "CENTRAL_FAILURES", "DEFAULT_MESSAGES", "Behaviour", "FakeRequest", "Recorded", "Route",
+    "State", "caller_key", "checked", "count_tokens", "drop", "error_response", "generate", "hang", "last_text",
+    "make_app", "split_chunks", "text_of", "wire_module",
 ]  # fmt: skip

@@ -66,6 +66,19 @@ def error_body(status: int, message: str) -> dict:
     return {"error": error}
 
 
+# What "missing_fields" drops: the answer's (and every chunk's) `candidates`, the
+# embeddings and the model list.
+REQUIRED_FIELDS = frozenset({"candidates", "embedding", "embeddings", "models"})
+
+
+def is_end(event: str | None, data: object) -> bool:
+    # A stream has no terminator event: its last chunk is the one whose candidate carries
+    # a finishReason (https://ai.google.dev/api/generate-content#FinishReason: "Output
+    # only. The reason why the model stopped generating tokens"; unset while it goes on).
+    candidates = data.get("candidates") if isinstance(data, dict) else None
+    return isinstance(candidates, list) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates)
+
+
 def stream_error_frame(message: str = "An internal error has occurred.") -> str:
     body = json.dumps({"error": {"code": 500, "message": message, "status": "INTERNAL"}}, separators=(",", ":"))
     return f"data: {body}\n\n"

@@ -27,6 +27,17 @@ def error_body(status: int, message: str) -> dict:
     return {"error": message}
 
 
+# What "missing_fields" drops: the chat answer's `message` (on every streamed line too),
+# the embeddings and the model list.
+REQUIRED_FIELDS = frozenset({"message", "embeddings", "models"})
+
+
+def is_end(event: str | None, data: object) -> bool:
+    # "The final response in the stream has done: true" with the counts
+    # (https://docs.ollama.com/api/streaming).
+    return isinstance(data, dict) and data.get("done") is True
+
+
 def stream_error_frame(message: str = "an error was encountered while running the model") -> str:
     # Once streaming started the status stays 200 and the error is one more line
     # (https://docs.ollama.com/api/errors#errors-that-occur-while-streaming).

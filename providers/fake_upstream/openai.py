@@ -42,6 +42,17 @@ def error_body(status: int, message: str) -> dict:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
+# What "missing_fields" drops: a completion's (and every chunk's) `choices`, the
+# embeddings' and the model list's `data`; the API reference marks each required.
+REQUIRED_FIELDS = frozenset({"choices", "data"})
+
+
+def is_end(event: str | None, data: object) -> bool:
+    # The stream is "terminated by a `data: [DONE]` message"
+    # (https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream).
+    return data == "[DONE]"
+
+
 def _completion_id(body: dict) -> str:
     return f"chatcmpl-{zlib.crc32(repr(body.get('messages')).encode()):08x}fake"
 

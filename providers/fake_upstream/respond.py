@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from providers.fake_upstream import faults
+
 if TYPE_CHECKING:
     from providers.fake_upstream.core import Behaviour, Route
 
@@ -118,7 +120,7 @@ class FakeRequest:
         self.params: dict[str, str] = params
         self.body: Any = body
         self.raw: bytes = raw
-        self.failure: str | None = None  # a BODY_FAILURES kind when one is injected
+        self.failure: str | None = None  # a faults.BODY_FAILURES kind when one is injected
 
     @property
     def headers(self):
@@ -147,6 +149,10 @@ class FakeRequest:
             return self.error(500, DEFAULT_MESSAGES[500])
         if self.failure == "stream_echo_key":
             return self.error(500, echo_key_message(caller_key(self.http)))
+        if self.failure == "missing_fields":
+            obj = faults.without_fields(obj, self.route.module)
+        elif self.failure == "no_end":  # a JSON body's only end is its last byte
+            self.failure = "cut"
         data = json.dumps(obj, separators=(",", ":")).encode()
         if self.failure == "malformed":
             return web.Response(body=data[: max(1, len(data) // 2)], status=status, content_type="application/json")
@@ -154,15 +160,21 @@ class FakeRequest:
             return await self._stream_bytes([data[: len(data) // 2], data[len(data) // 2 :]], "application/json")
         return web.Response(body=data, status=status, content_type="application/json", headers=headers)
 
+    def damage(self, events: Iterable[tuple[str | None, Any]]) -> list[tuple[str | None, Any]]:
+        """`events` as missing_fields or no_end leaves them (faults.damage), for handlers
+        that frame a stream themselves."""
+        return faults.damage(self.failure, events, self.route.module)
+
     async def sse(self, events: Iterable[tuple[str | None, Any]], headers: dict[str, str] | None = None):
         frames = []
-        for name, data in events:
+        for name, data in self.damage(events):
             payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
             frames.append((f"event: {name}\n" if name else "") + f"data: {payload}\n\n")
         bad = 'data: {"broken": \n\n'
         return await self._stream_frames(frames, "text/event-stream; charset=utf-8", bad=bad, headers=headers)
 
     async def ndjson(self, objs: Iterable[Any], headers: dict[str, str] | None = None):
+        objs = [data for _, data in self.damage((None, o) for o in objs)]
         frames = [json.dumps(o, separators=(",", ":")) + "\n" for o in objs]
         return await self._stream_frames(frames, "application/x-ndjson", bad='{"broken": \n', headers=headers)
 

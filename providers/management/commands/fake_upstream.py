@@ -23,7 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8100)
         parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before the first byte")
         parser.add_argument("--failure-rate", type=float, default=0.0, help="0..1, per request")
-        parser.add_argument("--failure-kind", default="500", help="500, 429, timeout, malformed, cut, stall, drip…")
+        parser.add_argument(
+            "--failure-kind",
+            default="500",
+            help="a status (500, 429…), timeout, reset, malformed, missing_fields, cut, no_end, stall, drip…",
+        )
         parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help="delay between stream chunks")
         parser.add_argument("--reply", default=None, help="fixed reply text (default: echo the prompt)")
         parser.add_argument(

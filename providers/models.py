@@ -28,6 +28,9 @@ class HealthStatus(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+CREDENTIALS_REJECTED = "credentials_rejected"  # ProviderConfig.health_reason
+
+
 class HealthSource(models.TextChoices):
     PROBE = "probe", "Probe"
     TRAFFIC = "traffic", "Traffic"
@@ -78,6 +81,9 @@ class ProviderConfig(models.Model):
     health_status = models.CharField(max_length=20, choices=HealthStatus.choices, default=HealthStatus.UNKNOWN)
     health_source = models.CharField(max_length=20, choices=HealthSource.choices, blank=True, default="")
     health_changed_at = models.DateTimeField(null=True, blank=True)
+    # Why, when the status alone does not say: CREDENTIALS_REJECTED while the upstream
+    # refuses the provider's key (a 401/403 from traffic or a probe); "" otherwise.
+    health_reason = models.CharField(max_length=40, blank=True, default="")
     last_checked_at = models.DateTimeField(null=True, blank=True)
     # Health worker lease: a worker claims a row by moving next_check_at forward.
     next_check_at = models.DateTimeField(default=timezone.now)

@@ -35,6 +35,8 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from routing.retry import DEFAULT_POLICY, RetryPolicy, policy_for
+
 if TYPE_CHECKING:
     from providers.adapters.base import Provider
     from providers.models import ProviderConfig
@@ -64,6 +66,7 @@ class TenantSnapshot:
     candidates: list | None = None  # routing.router.candidates_of fills it once
     pools: dict = field(default_factory=dict)  # routing.pool caches each resolved name
     pool_candidates: dict = field(default_factory=dict)  # routing.router, per (pool, needs)
+    retry: RetryPolicy = DEFAULT_POLICY  # the tenant's (routing/retry.py)
     _adapters: dict[int, Provider] = field(default_factory=dict)
     _features: dict[int, frozenset[str] | None] = field(default_factory=dict)
 
@@ -159,6 +162,7 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
     snap = TenantSnapshot(
         tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + ttl, now,
         {name: tuple(t) for name, t in routes.items()},
+        retry=policy_for(tenant.retry_settings, tenant_id),
     )
     with _lock:
         if _generations.get(tenant_id, 0) == generation:

@@ -35,15 +35,16 @@ def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 @dataclass(slots=True)
 class Attempt:
     provider: str
-    outcome: str  # success | http_<status> | timeout | connect_error | malformed | rate_limited | invalid_config
+    outcome: str  # success | http_<status> | timeout | connect_error | malformed | rate_limited | invalid_config | client_cancelled | stream_error
     status_code: int | None = None
     latency_ms: float = 0.0
     error: str = ""
     provider_id: int | None = None  # for metrics; not shown to clients
     model: str = ""  # the upstream model this attempt sent
+    waited_ms: float | None = None  # set on a re-send to a provider that failed this request: the backoff
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        shown = {
             "provider": self.provider,
             "model": self.model,
             "outcome": self.outcome,
@@ -51,6 +52,9 @@ class Attempt:
             "latency_ms": round(self.latency_ms, 2),
             "error": self.error,
         }
+        if self.waited_ms is not None:
+            shown["retry"], shown["waited_ms"] = True, round(self.waited_ms, 1)
+        return shown
 
 
 @dataclass(slots=True)

@@ -33,11 +33,20 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed, ValidationFailed
-from providers.adapters.base import CHAT, Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
+from providers.adapters.base import (
+    CHAT,
+    Chunk,
+    CompletionRequest,
+    CompletionResponse,
+    ProviderError,
+    ProviderTimeout,
+    Usage,
+    credentials_rejected,
+)
 from providers.adapters.chat import FEATURE_LABELS
 from providers.pricing import actual_cost, estimate_prompt_tokens
 from routing import pool as pools
-from routing import trace
+from routing import retry, trace
 from routing.health import breaker
 from routing.ratelimit import Limiter, get_limiter
 from routing.route import Attempt, Caller, RouteResult, route_dict
@@ -53,6 +62,7 @@ _rng = random.Random()
 
 
 CHAT_ONLY = frozenset({CHAT})
+CLIENT_CANCELLED = "client_cancelled"  # the attempt's outcome and the usage record's error code
 
 
 class UnsupportedFeature(ValidationFailed):
@@ -69,6 +79,9 @@ def candidates_of(
     base = snapshot.pool_candidates.get(key)
     if base is None:
         base = snapshot.pool_candidates[key] = _pool_candidates(snapshot, pool, needs)
+    if retry.cooling:  # some provider asked for quiet (Retry-After): skip it until then
+        now = retry.clock()
+        base = [replace(c, cooling=True) if retry.cooling_for(c.id, now) else c for c in base]
     return [replace(c, circuit_open=True) if breaker.is_circuit_open(c.id) else c for c in base]
 
 
@@ -204,7 +217,10 @@ def account(
 
 
 class Attempts:
-    """The failover loop's bookkeeping, shared by `complete` and `open_stream`."""
+    """One request's failover loop and its bookkeeping, shared by every kind of request
+    (`first_answer`): the order of providers, rate-limit tokens, the retry policy
+    (routing/retry.py: attempts, deadline, backoff before a re-send, Retry-After, the
+    tenant's retry budget) and the attempts made."""
 
     def __init__(
         self,
@@ -218,6 +234,7 @@ class Attempts:
         self.options = options
         self.rng = rng
         self.limiter = limiter
+        self.policy = snapshot.retry
         self.pool = pools.resolve(snapshot, options.model)
         self.candidates = self.initial = candidates_of(snapshot, self.pool, needs)
         check_features(self.candidates, needs)
@@ -225,7 +242,13 @@ class Attempts:
         self.limited: dict[int, float] = {}
         self.draw = Draw()
         self.model = ""  # the upstream model of the attempt in progress
+        self.waited: float | None = None  # the backoff before the attempt in progress, if a re-send
+        self.resendable: dict[int, tuple[Candidate, float]] = {}  # failed retryably: (candidate, its Retry-After)
         self.started = time.perf_counter()
+        self.deadline = self.started + self.policy.deadline_seconds
+        budget = retry.budget_for(snapshot.tenant_id)
+        budget.requests += 1
+        self.budget = budget
 
     def trace(self) -> Callable[[], dict]:
         """The routing trace, to be built off the request path (routing/trace.py)."""
@@ -240,23 +263,32 @@ class Attempts:
             self.pool.members,  # keyed by provider id; never changed once resolved
         )
 
-    def account(self, caller: Caller, request: CompletionRequest, latency_ms: float, **kwargs: Any) -> None:
+    def account(self, caller: Caller, request: CompletionRequest | str | None, latency_ms: float, **kwargs: Any) -> None:
         account(
             caller, request, self.attempts, latency_ms, trace=self.trace(), model_requested=self.pool.asked, **kwargs
         )
 
+    def _may_attempt(self, wait: float = 0.0) -> bool:
+        tried = sum(1 for a in self.attempts if a.outcome != "rate_limited")
+        return tried < self.policy.max_attempts and time.perf_counter() + wait < self.deadline
+
+    async def _take_token(self, config: ProviderConfig, candidate: Candidate) -> bool:
+        wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
+        if wait > 0:
+            self.limited[candidate.id] = wait
+            self.attempts.append(Attempt(config.name, "rate_limited", error="over its rate limit", provider_id=config.pk))
+        return wait <= 0
+
     async def providers(self) -> AsyncIterator[tuple[ProviderConfig, str | None]]:
         """Yield each provider to try with the upstream model to send it (None: its
-        own), rate-limit token already taken."""
+        own), rate-limit token already taken: every candidate once in order, then, when
+        none is left, re-sends to those that failed retryably (routing/retry.py)."""
         order = attempts(self.candidates, self.options, self.rng, self.draw)
         for candidate in order:
+            if not self._may_attempt():
+                return
             config = self.snapshot.by_name[candidate.name]
-            wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
-            if wait > 0:
-                self.limited[candidate.id] = wait
-                self.attempts.append(
-                    Attempt(config.name, "rate_limited", error="over its rate limit", provider_id=config.pk)
-                )
+            if not await self._take_token(config, candidate):
                 if not self.tried_any:
                     # Not a candidate after all (rule 1): draw the first attempt again without it.
                     self.candidates = [c for c in self.candidates if c.id != candidate.id]
@@ -264,25 +296,57 @@ class Attempts:
                         yield pair
                     return
                 continue
-            self.model = candidate.model or config.model
+            self.model, self.waited = candidate.model or config.model, None
             yield config, candidate.model
+        if self.options.disable_failover:
+            return
+        for round_number in range(self.policy.retries_per_provider):
+            for candidate, retry_after in list(self.resendable.values()):
+                wait = max(self.policy.backoff(round_number, self.rng), retry_after)
+                if wait > self.policy.max_wait_seconds or not self._may_attempt(wait):
+                    continue
+                if not self.budget.take(self.policy):
+                    return  # the tenant's re-sends are spent: a failing provider gets no extra load
+                await asyncio.sleep(wait)
+                config = self.snapshot.by_name[candidate.name]
+                if not await self._take_token(config, candidate):
+                    continue
+                self.model, self.waited = candidate.model or config.model, wait
+                yield config, candidate.model
 
     async def first_answer(
         self, call: Callable[[Any, str | None], Awaitable[Any]]
     ) -> tuple[ProviderConfig, str | None, Any] | None:
-        """The failover loop of every non-streaming request: `call(adapter, upstream
-        model)` on each provider in turn until one answers. (config, the upstream model
-        it was sent or None for its own, answer), or None when none did (the attempts
-        say why; `exhausted()` is the error)."""
+        """The failover loop of every request: `call(adapter, upstream model)` on each
+        provider in turn until one answers (for a stream: its first chunk). (config,
+        the upstream model it was sent or None for its own, answer), or None when none
+        did (the attempts say why; `exhausted()` is the error). Each call is bounded
+        by what is left of the request's deadline. A cancelled request (the client
+        left) records its attempt as `client_cancelled` and re-raises."""
         async for config, model in self.providers():
             start = time.perf_counter()
+            left = self.deadline - start
             try:
-                answer = await call(self.snapshot.adapter(config), model)
+                if left < config.timeout_seconds:  # the adapter's own clocks would outlive the request
+                    try:
+                        async with asyncio.timeout(left):
+                            answer = await call(self.snapshot.adapter(config), model)
+                    except TimeoutError:
+                        raise ProviderTimeout(
+                            config.name, f"the request's deadline of {self.policy.deadline_seconds:g} s passed"
+                        ) from None
+                else:
+                    answer = await call(self.snapshot.adapter(config), model)
             except (ProviderError, AxonFlowError) as exc:
                 self.failed(config, exc, start)
                 if isinstance(exc, ProviderError) and not exc.retryable:
                     return None
                 continue
+            except asyncio.CancelledError:
+                self.attempts.append(
+                    Attempt(config.name, CLIENT_CANCELLED, None, _ms(start), "the client left", config.pk, self.model)
+                )
+                raise
             self.succeeded(config, start)
             return config, model, answer
         return None
@@ -297,31 +361,50 @@ class Attempts:
             attempt = Attempt(
                 config.name, error.outcome, error.status_code, latency, error.message, config.pk, self.model
             )
-            breaker.record_attempt(
-                self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message
-            )
+            if credentials_rejected(error):
+                breaker.reject_credentials(self.snapshot.tenant_id, config.pk, latency, error.message)
+            else:
+                breaker.record_attempt(
+                    self.snapshot.tenant_id, config.pk, not provider_at_fault(error), latency, error.message
+                )
+                if error.retryable:
+                    candidate = next(c for c in self.initial if c.id == config.pk)
+                    self.resendable[config.pk] = (candidate, error.retry_after or 0.0)
+            if error.retry_after is not None and error.status_code in (429, 503):
+                retry.cool(config.pk, error.retry_after)
         else:  # the adapter could not be built from its config
             attempt = Attempt(config.name, error.code, None, latency, error.message, config.pk, self.model)
+        attempt.waited_ms = None if self.waited is None else self.waited * 1000
         self.attempts.append(attempt)
 
     def succeeded(self, config: ProviderConfig, start: float) -> None:
         latency = _ms(start)
-        self.attempts.append(Attempt(config.name, "success", 200, latency, provider_id=config.pk, model=self.model))
+        waited = None if self.waited is None else self.waited * 1000
+        self.attempts.append(Attempt(config.name, "success", 200, latency, "", config.pk, self.model, waited))
         breaker.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
 
     def exhausted(self) -> AxonFlowError:
-        """The error for a request that ran out of providers."""
-        if self.tried_any:
-            last = next(a for a in reversed(self.attempts) if a.outcome != "rate_limited")
+        """The error for a request that ran out of providers: 502 after failed
+        attempts, 429 when every provider tried or left asked for quiet (rate limits,
+        upstream 429s, Retry-After), 503 when none was eligible."""
+        attempts = [a.as_dict() for a in self.attempts]
+        tried = [a for a in self.attempts if a.outcome != "rate_limited"]
+        now = retry.clock()
+        quiet = [w for w in self.limited.values()]
+        quiet += [retry.cooling_for(c.id, now) for c in self.initial if c.cooling]
+        if tried and all(a.outcome == "http_429" for a in tried):
+            quiet += [retry.cooling_for(a.provider_id, now) or 1.0 for a in tried if a.provider_id is not None]
+        elif tried:
+            last = tried[-1]
             return UpstreamFailed(
                 f"Every provider tried failed; the last, {last.provider}, returned {last.outcome}.",
-                {"attempts": [a.as_dict() for a in self.attempts]},
+                {"attempts": attempts},
             )
-        if self.limited:
-            retry_after = max(1, math.ceil(min(self.limited.values())))
+        if quiet:
+            retry_after = max(1, math.ceil(min(quiet)))
             return RateLimited(
-                "Every eligible provider is over its rate limit.",
-                {"retry_after": retry_after, "attempts": [a.as_dict() for a in self.attempts]},
+                "Every eligible provider is over its rate limit or asked to wait.",
+                {"retry_after": retry_after, "attempts": attempts},
                 headers={"Retry-After": str(retry_after)},
             )
         return NoHealthyProvider("No enabled, healthy provider is available for this request.", {"attempts": []})
@@ -339,7 +422,11 @@ async def complete(
 ) -> RouteResult:
     """Route one non-streaming completion. Returns the result or raises (module docstring)."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
-    answered = await loop.first_answer(lambda adapter, model: adapter.complete(for_model(request, model)))
+    try:
+        answered = await loop.first_answer(lambda adapter, model: adapter.complete(for_model(request, model)))
+    except asyncio.CancelledError:
+        loop.account(caller, request, _ms(loop.started), stream=False, error=CANCELLED, endpoint=endpoint)
+        raise
     if answered is not None:
         config, _, response = answered
         result = RouteResult(
@@ -357,11 +444,15 @@ def for_model(request: CompletionRequest, model: str | None) -> CompletionReques
     return request if model is None or model == request.model else replace(request, model=model)
 
 
-class ClientClosed(AxonFlowError):
-    """Usage only: the client left in the middle of a stream (nginx's 499)."""
+class ClientCancelled(AxonFlowError):
+    """Usage only: the client left before its answer was delivered in full, streaming
+    or not (nginx's 499); the upstream call was cancelled with it."""
 
-    code = "client_closed"
+    code = CLIENT_CANCELLED
     http_status = 499
+
+
+CANCELLED = ClientCancelled("The client closed the connection before the answer was delivered.")
 
 
 class StreamFailed(Exception):
@@ -454,8 +545,8 @@ class RouteStream:
             raise StreamFailed(error) from None
         except (GeneratorExit, asyncio.CancelledError):
             # The client went away: the answer was not delivered in full.
-            attempt.outcome = "client_closed"
-            self._record_failure(ClientClosed("The client closed the stream before it ended."))
+            attempt.outcome = CLIENT_CANCELLED
+            self._record_failure(CANCELLED)
             raise
         finally:
             await _close(self.rest)
@@ -485,6 +576,19 @@ async def _close(iterator: AsyncIterator[Chunk]) -> None:
             pass
 
 
+async def _first_chunk(adapter: Any, request: CompletionRequest) -> tuple[Chunk | None, AsyncIterator[Chunk]]:
+    """Open the adapter's stream up to its first chunk (None: it ended at once); the
+    stream is closed again if that fails, or if the wait is cancelled."""
+    rest = adapter.stream(request).__aiter__()
+    try:
+        return await rest.__anext__(), rest
+    except StopAsyncIteration:
+        return None, rest
+    except BaseException:
+        await _close(rest)
+        raise
+
+
 async def open_stream(
     snapshot: TenantSnapshot,
     request: CompletionRequest,
@@ -500,38 +604,28 @@ async def open_stream(
     Nothing has reached the client when this raises, so the error goes out as a plain
     error response (module docstring for which)."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
-    async for config, model in loop.providers():
-        start = time.perf_counter()
-        rest: AsyncIterator[Chunk] | None = None
-        try:
-            rest = snapshot.adapter(config).stream(for_model(request, model)).__aiter__()
-            try:
-                first = await rest.__anext__()
-            except StopAsyncIteration:
-                first = None
-        except (ProviderError, AxonFlowError) as exc:
-            if rest is not None:
-                await _close(rest)
-            loop.failed(config, exc, start)
-            if isinstance(exc, ProviderError) and not exc.retryable:
-                break
-            continue
-        loop.succeeded(config, start)
-        return RouteStream(
-            config,
-            loop.attempts,
-            first,
-            rest,
-            caller,
-            request,
-            loop.started,
-            snapshot,
-            loop.trace(),
-            model=(first.model if first else "") or "",
-            model_requested=loop.pool.asked,
-            endpoint=endpoint,
-            upstream_model=model,
-        )
-    error = loop.exhausted()
-    loop.account(caller, request, _ms(loop.started), stream=True, error=error, endpoint=endpoint)
-    raise error
+    try:
+        answered = await loop.first_answer(lambda adapter, model: _first_chunk(adapter, for_model(request, model)))
+    except asyncio.CancelledError:
+        loop.account(caller, request, _ms(loop.started), stream=True, error=CANCELLED, endpoint=endpoint)
+        raise
+    if answered is None:
+        error = loop.exhausted()
+        loop.account(caller, request, _ms(loop.started), stream=True, error=error, endpoint=endpoint)
+        raise error
+    config, model, (first, rest) = answered
+    return RouteStream(
+        config,
+        loop.attempts,
+        first,
+        rest,
+        caller,
+        request,
+        loop.started,
+        snapshot,
+        loop.trace(),
+        model=(first.model if first else "") or "",
+        model_requested=loop.pool.asked,
+        endpoint=endpoint,
+        upstream_model=model,
+    )

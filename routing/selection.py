@@ -50,6 +50,7 @@ class Candidate:
     licensed: bool = True  # the tenant's plan covers the provider's type (a downgrade ends it)
     model: str | None = None  # the upstream model to send (None: the provider's own)
     unable: str = ""  # features the request needs that the adapter lacks, comma-separated
+    cooling: bool = False  # it answered with a Retry-After that has not passed (routing/retry.py)
 
     @property
     def exclusion(self) -> str | None:
@@ -66,6 +67,8 @@ class Candidate:
             return "forced_unhealthy"
         if self.rate_limited:
             return "rate_limited"
+        if self.cooling:
+            return "retry_after"
         if self.operator_state == FORCED_HEALTHY:
             return None
         if self.status == UNHEALTHY:

@@ -24,6 +24,7 @@ REASONS = {
     "drained": "drained by an operator",
     "forced_unhealthy": "forced unhealthy by an operator",
     "rate_limited": "over its rate limit",
+    "retry_after": "asked for quiet (Retry-After) that has not passed",
     "unhealthy": "unhealthy",
     "circuit_open": "circuit open (recent traffic failed)",
     "not_in_pool": "not in the pool of the model asked for",

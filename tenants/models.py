@@ -43,6 +43,12 @@ class Tenant(models.Model):
     health_interval_seconds = models.PositiveIntegerField(default=30)
     # Status-derivation thresholds; empty means the defaults in routing/health.py.
     health_settings = models.JSONField(default=dict, blank=True)
+    # Retry policy overrides (routing/retry.py RetryPolicy, same keys); empty means the defaults.
+    retry_settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Retry policy overrides, e.g. {\"max_attempts\": 3, \"deadline_seconds\": 30}; see docs/reliability.md.",
+    )
     store_prompts = models.BooleanField(default=False)
     # Requests per minute over all of the tenant's API calls (/v1 and /api/v1), shared by
     # every process through Redis; 0 = unlimited. routing/ratelimit.py check_tenant.

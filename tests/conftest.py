@@ -42,7 +42,7 @@ def _private_base_urls_allowed(settings):
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     from console import live
-    from routing import cache, ratelimit
+    from routing import cache, ratelimit, retry
     from routing.health import breaker, db_thread
     from tenants.authentication import forget_tokens
     from usage.writer import writer as usage_writer
@@ -50,6 +50,7 @@ def _fresh_caches():
     forget_tokens()
     cache.invalidate_all()
     breaker.reset()  # circuits and thresholds are per process: no test inherits another's
+    retry.reset()  # so are Retry-After cooldowns and retry budgets
     # Tests flush usage themselves (usage_writer.flush()); a background writer thread
     # would hold its own DB connection against the test's transaction.
     usage_writer.autostart = False
@@ -61,6 +62,7 @@ def _fresh_caches():
     forget_tokens()
     cache.invalidate_all()
     breaker.reset()
+    retry.reset()
     usage_writer.discard()
     ratelimit.set_limiter(None)
 

@@ -144,7 +144,7 @@ async def test_max_tokens_reached_is_reported_as_length(case, upstream):
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [("500", True), ("503", True), ("429", True), ("400", False), ("401", False), ("403", False), ("404", False)],
+    [("500", True), ("503", True), ("429", True), ("400", False), ("401", True), ("403", True), ("404", False)],
 )
 async def test_http_errors_are_retryable_or_final(case, upstream, status, retryable):
     upstream.configure(case.id, failure_kind=status, fail_next=2, retry_after="3")
@@ -237,7 +237,7 @@ async def test_the_key_never_leaks_when_the_upstream_echoes_it(case, upstream, c
     with pytest.raises(ProviderError) as exc:
         await provider.complete(REQUEST)
     probe = await provider.health_check()
-    assert not exc.value.retryable and exc.value.status_code == 401
+    assert exc.value.retryable and exc.value.status_code == 401  # fails over (SPEC §2 rule 4)
     for text in (str(exc.value), exc.value.message, repr(exc.value), probe.error, caplog.text):
         assert case.leak not in text
     assert "[REDACTED]" in exc.value.message

@@ -122,7 +122,7 @@ async def test_a_blocked_prompt_is_a_final_error_with_a_clear_message(upstream, 
         ("500", True, "INTERNAL"),
         ("503", True, "UNAVAILABLE"),
         ("400", False, "INVALID_ARGUMENT"),
-        ("403", False, "PERMISSION_DENIED"),
+        ("403", True, "PERMISSION_DENIED"),  # the key is refused: fail over (SPEC §2 rule 4)
         ("404", False, "NOT_FOUND"),
     ],
 )
@@ -207,7 +207,7 @@ async def test_an_echoed_key_never_reaches_exceptions_or_logs(upstream, caplog):
         await provider.complete(request())
     probe = await provider.health_check()
 
-    assert caught.value.retryable is False
+    assert caught.value.retryable is True  # a refused key fails over (SPEC §2 rule 4)
     assert KEY not in str(caught.value) and "[REDACTED]" in caught.value.message
     assert KEY not in probe.error
     assert KEY not in caplog.text

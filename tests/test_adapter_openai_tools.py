@@ -418,7 +418,7 @@ async def test_the_embedding_model_comes_from_the_request_then_the_settings(upst
     assert upstream.last("oat").body == {"model": "text-embedding-ada-002", "input": ["x"], "encoding_format": "float"}
 
 
-@pytest.mark.parametrize(("kind", "retryable"), [("429", True), ("500", True), ("400", False), ("401", False)])
+@pytest.mark.parametrize(("kind", "retryable"), [("429", True), ("500", True), ("400", False), ("401", True)])
 async def test_embedding_errors_are_retryable_or_final(upstream, kind, retryable):
     upstream.configure("oat", failure_kind=kind, fail_next=1)
     with pytest.raises(ProviderError) as exc:

@@ -147,7 +147,12 @@ async def test_all_failing_gives_upstream_error_with_every_attempt():
     with pytest.raises(UpstreamFailed) as info:
         await route(snap)
     assert info.value.http_status == 502
-    assert sorted(a["provider"] for a in info.value.details["attempts"]) == ["a", "b"]
+    attempts = info.value.details["attempts"]
+    # Each provider once, then (no other candidate left) each re-sent once after a backoff.
+    assert sorted(a["provider"] for a in attempts[:2]) == ["a", "b"]
+    assert [a["provider"] for a in attempts[2:]] == [a["provider"] for a in attempts[:2]]
+    assert [a.get("retry", False) for a in attempts] == [False, False, True, True]
+    assert all(50 <= a["waited_ms"] <= 100 for a in attempts[2:])
 
 
 async def test_disable_failover_makes_the_first_failure_final():

@@ -300,8 +300,15 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def is_retryable_status(status: int) -> bool:
-    """429, 408, 409 (lock timeouts) and every 5xx are retried elsewhere; other 4xx are final."""
-    return status in (408, 409, 429) or status >= 500
+    """429, 408, 409 (lock timeouts) and every 5xx are retried elsewhere, and so are 401
+    and 403: the upstream refusing the provider's own key is the provider's fault, not
+    the request's (SPEC §2 rule 4); other 4xx are final."""
+    return status in (401, 403, 408, 409, 429) or status >= 500
+
+
+def credentials_rejected(error: ProviderError) -> bool:
+    """The upstream refused the provider's key (revoked, expired, wrong account)."""
+    return error.status_code in (401, 403)
 
 
 def classify(provider: str, status: int, message: str, headers: Mapping[str, str] | None = None) -> ProviderError:

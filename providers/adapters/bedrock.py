@@ -92,7 +92,9 @@ RETRYABLE = {
     "modelstreamerrorexception", "modelnotreadyexception", "modeltimeoutexception",
     "modelerrorexception", "serviceunavailable", "internalfailure",
 }  # fmt: skip
-FINAL = {"validationexception", "accessdeniedexception", "resourcenotfoundexception"}
+# AccessDeniedException (403) is not final: the provider's credentials or model access,
+# not the request, are at fault, so another provider may answer (SPEC §2 rule 4).
+FINAL = {"validationexception", "resourcenotfoundexception"}
 # HTTP statuses the ConverseStreamOutput reference gives each in-stream exception.
 STREAM_STATUS = {
     "throttlingexception": 429, "validationexception": 400, "serviceunavailableexception": 503,

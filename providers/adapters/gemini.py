@@ -13,7 +13,8 @@
   never in the `?key=` query, so it cannot land in access logs or error messages)
 - Errors: https://ai.google.dev/gemini-api/docs/troubleshooting (body
   `{"error": {"code", "message", "status", "details"}}`; 429 RESOURCE_EXHAUSTED and
-  500/503/504 are retried, 400 INVALID_ARGUMENT / FAILED_PRECONDITION, 403, 404 are final)
+  500/503/504 are retried, 403 PERMISSION_DENIED (the key) fails over, 400 INVALID_ARGUMENT /
+  FAILED_PRECONDITION and 404 are final)
 - Safety: https://ai.google.dev/gemini-api/docs/safety-settings (a blocked prompt returns
   200 with `promptFeedback.blockReason` and no candidates)
 

@@ -38,6 +38,9 @@ class NullableSourceField(serializers.CharField):
 class HealthSerializer(serializers.Serializer):
     status = serializers.CharField(help_text=STATUS_HELP)
     source = NullableSourceField(help_text="null: never checked")
+    reason = serializers.CharField(
+        allow_null=True, help_text="credentials_rejected while the upstream refuses the provider's key; else null"
+    )
     changed_at = serializers.DateTimeField(allow_null=True)
     last_checked_at = serializers.DateTimeField(allow_null=True)
 
@@ -86,6 +89,7 @@ def health_of(config: ProviderConfig) -> dict:
     return {
         "status": config.health_status,
         "source": config.health_source or None,
+        "reason": config.health_reason or None,
         "changed_at": config.health_changed_at,
         "last_checked_at": config.last_checked_at,
     }

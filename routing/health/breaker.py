@@ -27,6 +27,7 @@ from routing.health.status import DEFAULT_THRESHOLDS, Thresholds, parse_threshol
 log = logging.getLogger("axonflow.health")
 
 THRESHOLDS_TTL_SECONDS = 60.0
+CREDENTIALS_REJECTED = "credentials rejected"  # how a circuit opened by a 401/403 says why
 clock = time.monotonic  # the breaker's clock; tests replace it
 
 
@@ -120,6 +121,28 @@ def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float
         opened=change == "opened",
         detail=detail,
         latency_ms=latency_ms,
+    )
+
+
+def reject_credentials(tenant_id: int, provider_id: int, latency_ms: float, error: str) -> None:
+    """The upstream refused the provider's own key (401/403): open its circuit at once,
+    whatever the error share, since a revoked key does not heal by itself; the detail
+    starts with CREDENTIALS_REJECTED, which the board shows. After the cooldown the
+    next probe is the trial, as for any open circuit."""
+    t = _cached_thresholds(tenant_id)
+    now = clock()
+    with _lock:
+        circuit = _circuits.get(provider_id)
+        if circuit is None:
+            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        if circuit.opened_at is not None and now - circuit.opened_at < t.circuit_cooldown_seconds:
+            return
+        circuit.opened_at = now
+        circuit.attempts.clear()
+    detail = f"{CREDENTIALS_REJECTED}: {error}"
+    log.warning("provider %s: circuit opened (%s)", provider_id, detail[:200])
+    events.circuit_changed.send(
+        sender=None, tenant_id=tenant_id, provider_id=provider_id, opened=True, detail=detail, latency_ms=latency_ms
     )
 
 

@@ -37,7 +37,7 @@ from axonflow_site import events
 from axonflow_site.errors import ProviderNotFound
 from providers import registry, secrets
 from providers.adapters.base import HealthProbe
-from providers.models import HealthResult, HealthSource, ProviderConfig
+from providers.models import CREDENTIALS_REJECTED, HealthResult, HealthSource, ProviderConfig
 from routing.health import breaker, db_thread
 from routing.health.status import DEFAULT_THRESHOLDS, HEALTHY, UNHEALTHY, derive_status, observe
 from tenants.models import Tenant
@@ -231,8 +231,11 @@ def record_probe(tenant_id: int, provider_id: int, result: HealthProbe, t: Thres
         recent = HealthResult.objects.filter(provider_id=provider_id, source=PROBE).order_by("-checked_at", "-pk")
         statuses = list(recent.values_list("status", flat=True)[:keep])[::-1]
         status, source = _next_status(config, statuses, t, now)
+        reason = CREDENTIALS_REJECTED if result.status_code in (401, 403) else ""
+        if not reason and source == TRAFFIC:
+            reason = config.health_reason  # the circuit still holds: the traffic's reason stands
         changed = status != config.health_status
-        fields = {"last_checked_at": now, "health_status": status, "health_source": source}
+        fields = {"last_checked_at": now, "health_status": status, "health_source": source, "health_reason": reason}
         if changed:
             fields["health_changed_at"] = now
         ProviderConfig.objects.filter(pk=provider_id).update(**fields)
@@ -270,7 +273,8 @@ def record_circuit_change(
             checked_at=now,
             source=TRAFFIC,
         )
-        fields = {"health_status": status, "health_source": TRAFFIC, "health_changed_at": now}
+        reason = CREDENTIALS_REJECTED if opened and detail.startswith(breaker.CREDENTIALS_REJECTED) else ""
+        fields = {"health_status": status, "health_source": TRAFFIC, "health_changed_at": now, "health_reason": reason}
         if opened:  # the first probe after the cooldown is the half-open trial
             fields["next_check_at"] = min(config.next_check_at, now + timedelta(seconds=t.circuit_cooldown_seconds))
         ProviderConfig.objects.filter(pk=provider_id).update(**fields)

@@ -114,10 +114,24 @@ def test_a_non_retryable_upstream_error_returns_at_once(api, two, upstream):
 
 
 def test_all_providers_failing_gives_502_listing_every_attempt(api, two, upstream):
-    upstream.configure("*", failure_rate=1.0, failure_kind="429")
+    upstream.configure("*", failure_rate=1.0, failure_kind="502")
     r = api.post(URL, json={"prompt": "hi"})
     assert r.status_code == 502
+    # each once, then each re-sent once (no other candidate was left)
+    assert [a["outcome"] for a in r.json()["error"]["details"]["attempts"]] == ["http_502"] * 4
+
+
+def test_every_provider_answering_429_gives_429_with_the_shortest_retry_after(api, two, upstream):
+    upstream.configure("a", failure_rate=1.0, failure_kind="429", retry_after="30")
+    upstream.configure("b", failure_rate=1.0, failure_kind="429", retry_after="7")
+    r = api.post(URL, json={"prompt": "hi"})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
+    assert r.headers["Retry-After"] == "7"
+    # Retry-After beyond the policy's longest wait (2 s): not re-sent, and skipped meanwhile.
     assert [a["outcome"] for a in r.json()["error"]["details"]["attempts"]] == ["http_429", "http_429"]
+    again = api.post(URL, json={"prompt": "hi"})
+    assert again.status_code == 429 and again.json()["error"]["details"]["attempts"] == []
+    assert upstream.counts("a")["chat"] == upstream.counts("b")["chat"] == 1
 
 
 def test_the_preferred_provider_goes_first(api, two, upstream):

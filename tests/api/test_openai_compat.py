@@ -280,7 +280,7 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_the_upstream_released(g
     deadline = time.monotonic() + 10
     while not usage_writer.pending and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [row.error_code for row in rows_of(acme)] == ["client_closed"]
+    assert [row.error_code for row in rows_of(acme)] == ["client_cancelled"]
 
 
 # --- hot-path database use -----------------------------------------------------------------------

@@ -3,6 +3,7 @@ health loop inside it (embedded default) or a separate health worker (with Redis
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -38,11 +39,22 @@ class Command(BaseCommand):
             f"  API docs:          http://{host}:{port}/api/docs/\n"
             + (f"  Fake upstream:     http://127.0.0.1:{upstream_port}/\n" if not no_upstream else "")
         )
+        config = uvicorn.Config(
+            "axonflow_site.asgi:application", host=host, port=port, loop="uvloop", http="httptools",
+            lifespan="on", log_level="info", timeout_graceful_shutdown=settings.AXONFLOW_SHUTDOWN_GRACE_SECONDS,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        # On SIGTERM uvicorn stops accepting, lets requests and streams in flight finish
+        # (up to the grace), runs the lifespan shutdown (usage flushed), and then raises
+        # the signal again for the handler it replaced. This one only asks uvicorn to
+        # stop (a no-op by then), so a clean stop exits 0 and still stops the children
+        # below instead of dying by SIGTERM; one that comes before uvicorn has taken the
+        # signal over makes it stop as soon as it has started.
+        signal.signal(signal.SIGTERM, lambda signum, frame: setattr(server, "should_exit", True))
         try:
-            uvicorn.run(
-                "axonflow_site.asgi:application", host=host, port=port, loop="uvloop", http="httptools",
-                lifespan="on", log_level="info",
-            )  # fmt: skip
+            server.run()
+        except KeyboardInterrupt:  # Ctrl+C, raised again the same way (as uvicorn.run does)
+            pass
         finally:
             for child in children:
                 child.terminate()

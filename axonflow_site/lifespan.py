@@ -23,12 +23,20 @@ STARTUP: tuple[str, ...] = (
     "usage.writer.start_usage_writer",
     "axonflow_site.mount.freeze_startup_objects",  # last: everything alive now is kept
 )
+# The server has stopped accepting and given the requests in flight its grace period
+# (uvicorn's timeout_graceful_shutdown, AXONFLOW_SHUTDOWN_GRACE_SECONDS) before this runs.
 SHUTDOWN: tuple[str, ...] = (
-    # First: probes in flight must finish before the pooled upstream session closes,
-    # or a shutdown would record them as failures.
+    # First: requests the server cancelled at the end of its grace period queue their
+    # usage (a 499 record) as they unwind; let them, before anything below.
+    "axonflow_site.mount.wait_for_requests",
+    # Probes in flight must finish before the pooled upstream session closes, or a
+    # shutdown would record them as failures.
     "routing.health.worker.stop_in_process_worker",
     "providers.adapters.http.close_session",
     "routing.cache.stop_invalidation_listener",
+    # Last, once nothing can queue more: the health writer's queued jobs (probe results,
+    # circuit changes), then every usage record and metric still in memory.
+    "routing.health.db_thread.aflush",
     "usage.writer.flush_usage",
 )
 

@@ -11,14 +11,17 @@ declared Content-Length over AXONFLOW_MAX_BODY_BYTES is answered 413
 admin included) buffers more than the limit or spools a body to disk
 (FILE_UPLOAD_MAX_MEMORY_SIZE is at least the limit).
 
-Plus the last startup hook (axonflow_site/lifespan.py), which takes the objects alive
-after startup out of the cyclic garbage collector's reach.
+Plus two lifespan hooks (axonflow_site/lifespan.py): the last at startup takes the
+objects alive then out of the cyclic garbage collector's reach; the first at shutdown
+waits for the requests still being served (`in_flight`) to unwind.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
@@ -36,6 +39,13 @@ DJANGO_PAGES = {
     500: ("internal_error", "Internal error; see the server log."),
 }
 MAX_IDLE_THREADS = 1024  # sync-work threads kept for /api/ requests (one per concurrent request)
+UNWIND_SECONDS = 5.0  # at shutdown, how long requests the server cancelled get to finish unwinding
+
+log = logging.getLogger("axonflow.lifespan")
+
+# HTTP requests being served now (websockets aside): what the shutdown waits for before
+# the usage flush.
+in_flight = 0
 
 # The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
 # needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
@@ -116,6 +126,22 @@ async def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def wait_for_requests() -> None:
+    """Lifespan shutdown hook, the first: wait up to UNWIND_SECONDS for the requests
+    still being served. uvicorn starts the lifespan shutdown right after cancelling the
+    requests its grace period did not cover; a cancelled stream queues its usage record
+    (a 499: the answer was cut short) as it unwinds, and that must happen before the
+    pooled session closes and the usage flush runs. Requests that finished in time are gone already."""
+    if not in_flight:
+        return
+    log.info("waiting for %d request(s) to finish before shutting down", in_flight)
+    deadline = asyncio.get_running_loop().time() + UNWIND_SECONDS
+    while in_flight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+    if in_flight:
+        log.warning("%d request(s) still running after %s s; shutting down anyway", in_flight, UNWIND_SECONDS)
+
+
 # --- the body limit ------------------------------------------------------------------
 
 
@@ -168,10 +194,19 @@ async def send_refusal(send, error: AxonFlowError, v1: bool) -> None:
 def mount(django_app):
     """The HTTP application: /v1/* to `openai_app`, /api/* to Django's APIHandler,
     everything else (console, admin, static) to the full Django application; every
-    request's body bounded by AXONFLOW_MAX_BODY_BYTES first."""
+    request's body bounded by AXONFLOW_MAX_BODY_BYTES first, and counted in `in_flight`
+    while it runs."""
     api_app = APIHandler()
 
     async def app(scope, receive, send) -> None:
+        global in_flight
+        in_flight += 1  # a counter, not a set of tasks: two integer operations per request
+        try:
+            await route(scope, receive, send)
+        finally:
+            in_flight -= 1
+
+    async def route(scope, receive, send) -> None:
         path = scope["path"]
         v1 = path.startswith("/v1/") or path == "/v1"
         limit = settings.AXONFLOW_MAX_BODY_BYTES

@@ -24,6 +24,25 @@ log = logging.getLogger("axonflow.settings")
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# Strict readers for the knobs below: a bad value fails here, naming its variable.
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _flag(name: str, default: bool) -> bool:
+    """A boolean variable read strictly: a misspelt value fails here instead of meaning false."""
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw not in _TRUE | _FALSE:
+        raise ImproperlyConfigured(f"{name} must be true or false.")
+    return raw in _TRUE
+
+
+def _whole(name: str, default: int, minimum: int) -> int:
+    raw = env.str(name, default=str(default)).strip()
+    if not raw.isdigit() or int(raw) < minimum:
+        raise ImproperlyConfigured(f"{name} must be a whole number, at least {minimum}.")
+    return int(raw)
+
+
 DEBUG = env.bool("DEBUG", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -197,6 +216,11 @@ AXONFLOW_RETENTION_DAYS = env.int("AXONFLOW_RETENTION_DAYS", default=30)
 AXONFLOW_USAGE_FLUSH_SECONDS = env.float("AXONFLOW_USAGE_FLUSH_SECONDS", default=1.0)
 AXONFLOW_USAGE_BATCH_SIZE = env.int("AXONFLOW_USAGE_BATCH_SIZE", default=500)
 
+# Shutdown: on SIGTERM the server stops accepting and gives the requests and streams in
+# flight this long to finish before it cancels them, then flushes usage (README
+# "Shutdown"). `manage.py serve` hands it to uvicorn as timeout_graceful_shutdown.
+AXONFLOW_SHUTDOWN_GRACE_SECONDS = _whole("AXONFLOW_SHUTDOWN_GRACE_SECONDS", 30, minimum=1)
+
 # Completion request limits.
 # Every HTTP path (axonflow_site/mount.py): a longer body is refused with 413 before it
 # is read. Django keeps a body up to FILE_UPLOAD_MAX_MEMORY_SIZE in memory and spools a
@@ -231,24 +255,6 @@ WHITENOISE_USE_FINDERS = True
 warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 
 # --- Production security (README "Running in production"; `manage.py check --deploy`) ----
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def _flag(name: str, default: bool) -> bool:
-    """A boolean variable read strictly: a misspelt value fails here instead of meaning false."""
-    raw = env.str(name, default=str(default)).strip().lower()
-    if raw not in _TRUE | _FALSE:
-        raise ImproperlyConfigured(f"{name} must be true or false.")
-    return raw in _TRUE
-
-
-def _whole(name: str, default: int, minimum: int) -> int:
-    raw = env.str(name, default=str(default)).strip()
-    if not raw.isdigit() or int(raw) < minimum:
-        raise ImproperlyConfigured(f"{name} must be a whole number, at least {minimum}.")
-    return int(raw)
-
-
 # Behind a TLS-terminating proxy that sets X-Forwarded-Proto on every request (replacing
 # any the client sent), trust it: is_secure(), the HTTPS redirect and CSRF's origin check
 # then see https. Without such a proxy leave it off, or a client could claim https.

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,10 @@ def test_production_settings_load_with_both_set():
     key = Fernet.generate_key().decode()
     result = load_settings(DEBUG="false", SECRET_KEY="x" * 50, AXONFLOW_ENCRYPTION_KEYS=key)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "thirty", "2.5"])
+def test_a_bad_shutdown_grace_period_is_refused(value):
+    result = load_settings(DEBUG="true", AXONFLOW_SHUTDOWN_GRACE_SECONDS=value)
+    assert result.returncode != 0
+    assert "AXONFLOW_SHUTDOWN_GRACE_SECONDS must be a whole number, at least 1" in result.stderr

@@ -4,6 +4,7 @@ nothing lost; and a 2,000-request burst through the gateway accounted for exactl
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from usage import store as usage_store
 from usage.entry import Entry
 from usage.metrics import bucket_index
 from usage.models import MetricBucket, UsageRecord
+from usage.writer import _flush_at_exit
 from usage.writer import writer as usage_writer
 
 MINUTE = datetime(2026, 11, 1, 12, 30, tzinfo=UTC)
@@ -167,6 +169,58 @@ def test_the_thread_writes_when_a_batch_fills_and_stop_flushes_the_rest(acme, ab
         usage_writer.stop()
         usage_writer.autostart = False
     assert len(rows(acme, as_tenant)) == 6 and not usage_writer.pending
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_exit_it_waits_for_the_batch_the_thread_is_writing(acme, ab, as_tenant, settings, monkeypatch):
+    # The queue is empty while the thread writes the batch it took: exit must wait for it.
+    settings.AXONFLOW_USAGE_BATCH_SIZE = 1
+    real, writing = usage_store.write_tenant, threading.Event()
+
+    def slow(tenant_id, entries):
+        writing.set()
+        time.sleep(0.3)
+        return real(tenant_id, entries)
+
+    monkeypatch.setattr(usage_store, "write_tenant", slow)
+    usage_writer.autostart = True
+    try:
+        usage_writer.add(entry(acme, ab[0]))
+        assert writing.wait(5) and not usage_writer.pending
+        _flush_at_exit()
+        assert len(rows(acme, as_tenant)) == 1
+    finally:
+        usage_writer.stop()
+        usage_writer.autostart = False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_round_does_not_stop_the_thread(acme, ab, as_tenant, settings, monkeypatch, caplog):
+    settings.AXONFLOW_USAGE_FLUSH_SECONDS = 0.05
+    failures = [RuntimeError("connection reset")]
+
+    def close_old_connections():
+        if failures:
+            raise failures.pop()
+
+    real, written = usage_store.write_tenant, threading.Event()
+
+    def write_tenant(tenant_id, entries):
+        real(tenant_id, entries)
+        written.set()
+
+    monkeypatch.setattr("usage.writer.close_old_connections", close_old_connections)
+    monkeypatch.setattr(usage_store, "write_tenant", write_tenant)
+    usage_writer.autostart = True
+    try:
+        usage_writer.add(entry(acme, ab[0]))
+        # Written by the thread itself, in a later round: stop() would write it too.
+        assert written.wait(5) and usage_writer._thread is not None
+    finally:
+        usage_writer.stop()
+        usage_writer.autostart = False
+    assert "usage writer round failed" in caplog.text
+    assert len(rows(acme, as_tenant)) == 1
 
 
 # --- a burst through the gateway -----------------------------------------------------------------

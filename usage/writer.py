@@ -14,7 +14,8 @@ The SQL is in usage/store.py. A failed write keeps the entries for the next roun
 except when the database refused the data itself (DataError, IntegrityError): then the
 tenant's entries are written one by one and only the one that cannot be stored is
 dropped (logged), so no entry fails its tenant's batch forever. The ASGI shutdown hook
-and an atexit hook flush what is left, so nothing is lost on a clean stop.
+(last, after the requests in flight have ended) and an atexit hook let the thread end
+the batch it is writing and then write what is left, so nothing is lost on a clean stop.
 
 The queue is bounded at MAX_PENDING entries, new and requeued alike: when the writer is
 stuck (the database is away) and the queue is full, entries are dropped, counted in
@@ -31,7 +32,7 @@ from collections import defaultdict, deque
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DataError, IntegrityError, OperationalError, close_old_connections
+from django.db import DataError, IntegrityError, OperationalError, close_old_connections, connections
 
 from axonflow_site import events
 from usage import store
@@ -101,11 +102,14 @@ class UsageWriter:
         while not self._stop.is_set():
             self._wake.wait(settings.AXONFLOW_USAGE_FLUSH_SECONDS)
             self._wake.clear()
-            close_old_connections()
             try:
-                self.flush()
-            finally:
                 close_old_connections()
+                try:
+                    self.flush()
+                finally:
+                    close_old_connections()
+            except Exception:  # a dead thread would leave every later record unwritten until shutdown
+                log.exception("usage writer round failed; retrying next round")
 
     def flush(self) -> int:
         """Write everything queued now; returns the number of entries written.
@@ -172,7 +176,9 @@ class UsageWriter:
             self._drop_logged_at, self._dropped_logged = now, self.dropped
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread and flush what is left (shutdown)."""
+        """Stop the thread and flush what is left (shutdown): the thread first ends
+        the batch it is writing (joined), then everything queued is written here.
+        Entries the database would not take within `timeout` stay queued (logged)."""
         self._stop.set()
         self._wake.set()
         thread, self._thread = self._thread, None
@@ -182,6 +188,8 @@ class UsageWriter:
         while self.pending and time.monotonic() < deadline:
             if not self.flush():
                 break
+        if self.pending:
+            log.error("usage: %d record(s) could not be written at shutdown", len(self.pending))
 
     def discard(self) -> None:
         """Forget queued entries (tests, between cases)."""
@@ -197,12 +205,21 @@ async def start_usage_writer() -> None:
 
 
 async def flush_usage() -> None:
-    """Lifespan shutdown hook: stop the thread and write what is queued."""
-    await sync_to_async(writer.stop, thread_sensitive=False)()
+    """Lifespan shutdown hook, the last: stop the thread and write what is queued."""
+    await sync_to_async(_stop_writer, thread_sensitive=False)()
+
+
+def _stop_writer() -> None:
+    try:
+        writer.stop()
+    finally:
+        connections.close_all()  # this thread's connections: nothing else would close them
 
 
 def _flush_at_exit() -> None:
-    if writer.pending:
+    # The thread may hold a batch it took off the queue: pending alone does not tell.
+    thread = writer._thread
+    if writer.pending or (thread is not None and thread.is_alive()):
         try:
             writer.stop()
         except Exception:

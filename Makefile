@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# `partitions`: the usage table's coming day partitions on PostgreSQL (a no-op on SQLite).
 migrate: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py partitions
 
 # The demo's providers point at the fake upstream on 127.0.0.1: loopback base URLs must be allowed.
 demo run: export AXONFLOW_ALLOW_PRIVATE_BASE_URLS ?= true

@@ -46,6 +46,30 @@ def composite_fk_sql(table: str, column: str, target: str, on_delete: str) -> st
     )
 
 
+def copy_rls_sql(cursor, source: str, target: str) -> list[str]:
+    """Statements giving `target` the row-level security `source` has now, read from the
+    catalog: ENABLE and FORCE as set there, and a copy of each policy (name, kind,
+    command, roles, USING, WITH CHECK). Used for the usage table's partitions and when a
+    migration rebuilds a table under its old name."""
+    quote = connection.ops.quote_name
+    cursor.execute("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %s::regclass", [source])
+    enabled, forced = cursor.fetchone()
+    statements = [f"ALTER TABLE {quote(target)} ENABLE ROW LEVEL SECURITY"] if enabled else []
+    if forced:
+        statements.append(f"ALTER TABLE {quote(target)} FORCE ROW LEVEL SECURITY")
+    cursor.execute(
+        "SELECT policyname, permissive, cmd, roles, qual, with_check FROM pg_policies"
+        " WHERE schemaname = current_schema() AND tablename = %s ORDER BY policyname",
+        [source],
+    )
+    for name, permissive, command, roles, using, check in cursor.fetchall():
+        to = ", ".join("PUBLIC" if role == "public" else quote(role) for role in roles)
+        sql = f"CREATE POLICY {quote(name)} ON {quote(target)} AS {permissive} FOR {command} TO {to}"
+        sql += f" USING ({using})" if using is not None else ""
+        statements.append(sql + (f" WITH CHECK ({check})" if check is not None else ""))
+    return statements
+
+
 def is_postgres() -> bool:
     return connection.vendor == "postgresql"
 

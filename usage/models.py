@@ -3,7 +3,11 @@ metric buckets per provider that the status API aggregates over windows.
 
 The tables keep the names they were created with (`routing_usagerecord`,
 `routing_metricbucket`): the models moved here from `routing` by a state-only
-migration, with their rows and row-level security policies untouched."""
+migration, with their rows and row-level security policies untouched.
+
+On PostgreSQL `routing_usagerecord` is partitioned by day on `created`, with the
+database's primary key (id, created); Django's pk stays `id`, which the identity
+sequence keeps unique (usage/partitions.py, migration 0003)."""
 
 from __future__ import annotations
 

@@ -4,19 +4,27 @@ and metric buckets older than N days (default AXONFLOW_RETENTION_DAYS).
 Deletes in small batches, one short transaction each, inside each tenant's RLS
 context, so no table is locked for long and the gateway keeps writing meanwhile.
 Safe to run from cron while everything else runs.
+
+Where the usage table is partitioned by day (PostgreSQL, usage/partitions.py), usage
+is kept in whole UTC days: the partitions of days before the cutoff's day are
+detached and dropped, and only rows outside the day partitions (the DEFAULT
+partition) are deleted in batches, by the same day rule. A record may so outlive the
+retention period by up to a day. The command then creates the coming days' partitions.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import OperationalError
 from django.utils import timezone
 
 from providers.models import HealthResult
 from tenants.models import Tenant
 from tenants.rls import tenant_context
+from usage import partitions
 from usage.models import MetricBucket, UsageRecord
 
 # (model, its timestamp field)
@@ -31,7 +39,8 @@ def prune_batch(tenant_id: int, model, field: str, cutoff, batch_size: int) -> i
         ids = list(old.order_by(field).values_list("pk", flat=True)[:batch_size])
         if not ids:
             return 0
-        deleted, _ = model.objects.filter(pk__in=ids).delete()
+        # The time bound again lets PostgreSQL skip the usage table's other partitions.
+        deleted, _ = model.objects.filter(pk__in=ids, **{f"{field}__lt": cutoff}).delete()
     return deleted
 
 
@@ -60,9 +69,33 @@ class Command(BaseCommand):
         if batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         cutoff = timezone.now() - timedelta(days=days)
-        totals = {model: 0 for model, _ in PRUNED}
+        cutoffs = {model: cutoff for model, _ in PRUNED}
+        pruned, locked_out = PRUNED, None
+        if partitions.is_partitioned():
+            first_kept = partitions.day_start(cutoff.astimezone(UTC).date())
+            cutoffs[UsageRecord] = first_kept
+            try:
+                dropped = partitions.drop_partitions_before(first_kept.date())
+            except OperationalError as exc:  # not locked within LOCK_TIMEOUT: the rest still goes
+                pruned, locked_out = tuple(p for p in PRUNED if p[0] is not UsageRecord), exc
+            else:
+                self.stdout.write(
+                    f"{UsageRecord._meta.label}: dropped {len(dropped)} day partition(s) before {first_kept.date()}"
+                    + (f" ({dropped[0]} to {dropped[-1]})" if dropped else "")
+                )
+        totals = {model: 0 for model, _ in pruned}
         for tenant_id in Tenant.objects.order_by("pk").values_list("pk", flat=True):
-            for model, field in PRUNED:
-                totals[model] += prune_tenant(tenant_id, model, field, cutoff, batch_size)
+            for model, field in pruned:
+                totals[model] += prune_tenant(tenant_id, model, field, cutoffs[model], batch_size)
         for model, count in totals.items():
             self.stdout.write(f"{model._meta.label}: deleted {count} row(s) older than {days} day(s)")
+        if locked_out is None:
+            try:
+                created = partitions.ensure_partitions()
+            except OperationalError as exc:
+                locked_out = exc
+            else:
+                if created:
+                    self.stdout.write(f"{UsageRecord._meta.label}: created {len(created)} day partition(s)")
+        if locked_out is not None:
+            raise CommandError(f"the usage table's partitions could not be locked; run prune again ({locked_out})")

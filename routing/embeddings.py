@@ -48,16 +48,15 @@ async def embed(
     """Route one embeddings request. Raises as router.complete does."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), NEEDS)
     stored = "\n".join(request.inputs) if caller.store_prompts else None
-    answered = await loop.first_answer(
-        lambda adapter, model: adapter.embed(request if model is None else replace(request, model=model))
+    config, model, answer = await loop.answer(
+        lambda adapter, model: adapter.embed(request if model is None else replace(request, model=model)),
+        caller,
+        stored,
+        stream=False,
+        endpoint="embeddings",
     )
-    if answered is not None:
-        config, model, answer = answered
-        usage = Usage(answer.prompt_tokens, 0)
-        response = CompletionResponse("", answer.model or model or config.model, "stop", usage)
-        result = RouteResult(response, config, loop.attempts, _ms(loop.started), actual_cost(config, usage, response.model))
-        loop.account(caller, stored, result.response_time_ms, stream=False, result=result, endpoint="embeddings")
-        return EmbedResult(answer, result)
-    error = loop.exhausted()
-    loop.account(caller, stored, _ms(loop.started), stream=False, error=error, endpoint="embeddings")
-    raise error
+    usage = Usage(answer.prompt_tokens, 0)
+    response = CompletionResponse("", answer.model or model or config.model, "stop", usage)
+    result = RouteResult(response, config, loop.attempts, _ms(loop.started), actual_cost(config, usage, response.model))
+    loop.account(caller, stored, result.response_time_ms, stream=False, result=result, endpoint="embeddings")
+    return EmbedResult(answer, result)

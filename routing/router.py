@@ -351,6 +351,29 @@ class Attempts:
             return config, model, answer
         return None
 
+    async def answer(
+        self,
+        call: Callable[[Any, str | None], Awaitable[Any]],
+        caller: Caller,
+        request: CompletionRequest | str | None,
+        *,
+        stream: bool,
+        endpoint: str,
+    ) -> tuple[ProviderConfig, str | None, Any]:
+        """`first_answer`, with the usage record of every way it can end but an answer:
+        raises the error of a request that ran out of providers, and re-raises the
+        cancellation of one whose client left (client_cancelled)."""
+        try:
+            answered = await self.first_answer(call)
+        except asyncio.CancelledError:
+            self.account(caller, request, _ms(self.started), stream=stream, error=CANCELLED, endpoint=endpoint)
+            raise
+        if answered is None:
+            error = self.exhausted()
+            self.account(caller, request, _ms(self.started), stream=stream, error=error, endpoint=endpoint)
+            raise error
+        return answered
+
     @property
     def tried_any(self) -> bool:
         return any(a.outcome != "rate_limited" for a in self.attempts)
@@ -422,21 +445,14 @@ async def complete(
 ) -> RouteResult:
     """Route one non-streaming completion. Returns the result or raises (module docstring)."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
-    try:
-        answered = await loop.first_answer(lambda adapter, model: adapter.complete(for_model(request, model)))
-    except asyncio.CancelledError:
-        loop.account(caller, request, _ms(loop.started), stream=False, error=CANCELLED, endpoint=endpoint)
-        raise
-    if answered is not None:
-        config, _, response = answered
-        result = RouteResult(
-            response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
-        )
-        loop.account(caller, request, result.response_time_ms, stream=False, result=result, endpoint=endpoint)
-        return result
-    error = loop.exhausted()
-    loop.account(caller, request, _ms(loop.started), stream=False, error=error, endpoint=endpoint)
-    raise error
+    config, _, response = await loop.answer(
+        lambda adapter, model: adapter.complete(for_model(request, model)), caller, request, stream=False, endpoint=endpoint
+    )
+    result = RouteResult(
+        response, config, loop.attempts, _ms(loop.started), actual_cost(config, response.usage, response.model)
+    )
+    loop.account(caller, request, result.response_time_ms, stream=False, result=result, endpoint=endpoint)
+    return result
 
 
 def for_model(request: CompletionRequest, model: str | None) -> CompletionRequest:
@@ -604,16 +620,13 @@ async def open_stream(
     Nothing has reached the client when this raises, so the error goes out as a plain
     error response (module docstring for which)."""
     loop = Attempts(snapshot, options, rng or _rng, limiter or get_limiter(), request.required_features())
-    try:
-        answered = await loop.first_answer(lambda adapter, model: _first_chunk(adapter, for_model(request, model)))
-    except asyncio.CancelledError:
-        loop.account(caller, request, _ms(loop.started), stream=True, error=CANCELLED, endpoint=endpoint)
-        raise
-    if answered is None:
-        error = loop.exhausted()
-        loop.account(caller, request, _ms(loop.started), stream=True, error=error, endpoint=endpoint)
-        raise error
-    config, model, (first, rest) = answered
+    config, model, (first, rest) = await loop.answer(
+        lambda adapter, model: _first_chunk(adapter, for_model(request, model)),
+        caller,
+        request,
+        stream=True,
+        endpoint=endpoint,
+    )
     return RouteStream(
         config,
         loop.attempts,

@@ -69,6 +69,11 @@ whose framing the generic helpers cannot break faithfully may look at ``req.fail
 itself (Bedrock's binary event stream applies ``req.damage(events)`` before framing).
 faults.py holds the kinds and these wire-independent pieces.
 
+Mixed faults: ``failure_kinds`` (a list of the kinds above) makes each failing request
+draw its kind at random from the list (the server's seeded rng, so a run is
+repeatable), instead of ``failure_kind``: ``configure("a", failure_rate=0.5,
+failure_kinds=["500", "429", "malformed", "reset"])``.
+
 ``req.reply_for(prompt)`` gives the reply text (``behaviour.reply`` or an echo),
 ``split_chunks(text)`` the stream pieces (joined they equal the text) and
 ``count_tokens(text)`` a plausible token count.
@@ -123,6 +128,7 @@ class Behaviour:
     latency_ms: float = 0.0  # before the first byte
     failure_rate: float = 0.0  # 0..1, drawn per request
     failure_kind: str = "500"  # "<status>", CENTRAL_FAILURES or BODY_FAILURES
+    failure_kinds: list | None = None  # several kinds: each failing request draws one (failure_kind unused)
     fail_next: int = 0  # the next N requests fail with failure_kind, deterministically
     failure_scope: str = ""  # "" = every route; or a route kind (ROUTE_KINDS)
     reply: str | None = None  # fixed reply text; None = echo the last user message
@@ -152,6 +158,10 @@ class Behaviour:
         if not 0.0 <= float(self.failure_rate) <= 1.0:
             raise ValueError("failure_rate must be within 0..1")
         kind = faults.check_kind(str(self.failure_kind))
+        if self.failure_kinds is not None:
+            if not isinstance(self.failure_kinds, list) or not self.failure_kinds:
+                raise ValueError("failure_kinds must be a non-empty list of failure kinds, or null")
+            self.failure_kinds = [faults.check_kind(str(k)) for k in self.failure_kinds]
         if self.failure_scope not in ROUTE_KINDS:
             # A misspelt scope would silently turn the failures off.
             raise ValueError(f"failure_scope must be one of {ROUTE_KINDS}")
@@ -176,9 +186,11 @@ class Recorded:
     raw: bytes
     kind: str
     at: float = field(default_factory=time.time)
+    closed_at: float | None = None  # when the client closed the connection before the answer ended
 
     def as_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("label", "method", "path", "query", "headers", "body", "kind", "at")}
+        keys = ("label", "method", "path", "query", "headers", "body", "kind", "at", "closed_at")
+        d = {k: getattr(self, k) for k in keys}
         if self.body is None and self.raw:
             d["raw"] = self.raw.decode("utf-8", "replace")
         return d
@@ -315,20 +327,26 @@ async def dispatch(http: web.Request) -> web.StreamResponse:
     b = state.behaviour(label)
     failing = state.should_fail(b, route.kind)
     headers = {k.lower(): v for k, v in http.headers.items()}
-    state.record(Recorded(label, http.method, path, dict(http.query), headers, body, raw, route.kind), failing)
-    if b.latency_ms:
-        await asyncio.sleep(b.latency_ms / 1000)
-    req = FakeRequest(http, route, label, b, params, body, raw)
-    if failing:
-        answer = await inject(req, b)
-        if answer is not None:
-            return answer
-    return await route.handler(req)
+    recorded = Recorded(label, http.method, path, dict(http.query), headers, body, raw, route.kind)
+    state.record(recorded, failing)
+    try:
+        if b.latency_ms:
+            await asyncio.sleep(b.latency_ms / 1000)
+        req = FakeRequest(http, route, label, b, params, body, raw)
+        if failing:
+            answer = await inject(req, b)
+            if answer is not None:
+                return answer
+        return await route.handler(req)
+    except asyncio.CancelledError:
+        # The servers run with handler_cancellation: the client (the gateway) went away.
+        recorded.closed_at = time.time()
+        raise
 
 
 async def inject(req: FakeRequest, b: Behaviour) -> web.StreamResponse | None:
     """Answer a central failure, or mark a body-level one on `req` and return None."""
-    kind = b.failure_kind
+    kind = req.http.app[STATE].rng.choice(b.failure_kinds) if b.failure_kinds else b.failure_kind
     if kind in BODY_FAILURES:
         req.failure = kind
         return None

@@ -100,6 +100,33 @@ async def send_error(send, error: AxonFlowError, request_id: str, anthropic: boo
     await send_json(send, error.http_status, body, extra)
 
 
+async def served(receive, answer) -> None:
+    """Await `answer` (the coroutine that routes the request and sends the response),
+    cancelling it the moment the client disconnects: uvicorn says so only through
+    `receive`, and only when asked. The cancellation reaches the upstream call, which
+    closes its connection, and the router records the request as client_cancelled.
+    Call once the request body has been read (the watcher takes every later message)."""
+    task = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await answer
+    except asyncio.CancelledError:
+        if not gone:
+            raise  # the server's own cancellation (shutdown): not ours to swallow
+        task.uncancel()
+    finally:
+        watcher.cancel()
+
+
 async def chat(scope, receive, send, request_id: str) -> None:
     identity = await authenticate(scope)
     data = wire.parse_body(await read_body(scope, receive))
@@ -107,9 +134,13 @@ async def chat(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    await served(receive, answer_chat(send, snapshot, completion, options, caller, request_id, include_usage))
+
+
+async def answer_chat(send, snapshot, completion, options, caller, request_id: str, include_usage: bool) -> None:
     if completion.stream:
         stream = await router.open_stream(snapshot, completion, options, caller)
-        await stream_chat(scope, receive, send, stream, request_id, include_usage)
+        await stream_chat(send, stream, request_id, include_usage)
         return
     result = await router.complete(snapshot, completion, options, caller)
     extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
@@ -122,6 +153,10 @@ async def embed(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    await served(receive, answer_embed(send, snapshot, request, options, caller, request_id, encoding))
+
+
+async def answer_embed(send, snapshot, request, options, caller, request_id: str, encoding: str) -> None:
     answer = await embeddings.embed(snapshot, request, options, caller)
     extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
     await send_json(send, 200, embeddings_body(answer, encoding), extra)
@@ -135,27 +170,21 @@ async def messages(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    await served(receive, answer_messages(send, snapshot, completion, model, options, caller, request_id))
+
+
+async def answer_messages(send, snapshot, completion, model, options, caller, request_id: str) -> None:
     if completion.stream:
         stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
-        await stream_messages(receive, send, stream, request_id)
+        encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
+        await send_stream(send, stream, request_id, encoder.events, encoder.finish, anthropic_wire.error_event)
         return
     result = await router.complete(snapshot, completion, options, caller, endpoint="messages")
     extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
     await send_json(send, 200, anthropic_wire.message_body(result.response, request_id, model), extra)
 
 
-async def stream_messages(receive, send, stream: RouteStream, request_id: str) -> None:
-    """Send the stream as Anthropic's events."""
-    encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
-    await send_stream(receive, send, stream, request_id, encoder.events, encoder.finish, anthropic_wire.error_event)
-
-
-async def _disconnected(receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str, include_usage: bool) -> None:
+async def stream_chat(send, stream: RouteStream, request_id: str, include_usage: bool) -> None:
     """Send the stream as OpenAI's chunks, then the usage chunk if asked for and [DONE]."""
     created, model, first = int(time.time()), stream.answering_model, [True]
 
@@ -170,13 +199,13 @@ async def stream_chat(scope, receive, send, stream: RouteStream, request_id: str
             return wire.usage_event(request_id, created, model, usage.prompt_tokens, usage.completion_tokens) + wire.DONE_EVENT
         return wire.DONE_EVENT
 
-    await send_stream(receive, send, stream, request_id, encode, finish, wire.error_event)
+    await send_stream(send, stream, request_id, encode, finish, wire.error_event)
 
 
-async def send_stream(receive, send, stream: RouteStream, request_id: str, encode, finish, error_event) -> None:
+async def send_stream(send, stream: RouteStream, request_id: str, encode, finish, error_event) -> None:
     """Send a routed stream in one surface's framing (`encode` per chunk, `finish` at a
-    clean end, `error_event` when the upstream breaks midway); stop, and close the
-    upstream, as soon as the client goes away."""
+    clean end, `error_event` when the upstream breaks midway). A client that leaves
+    cancels this (`served`): the router records it and closes the upstream."""
     headers = [
         (b"content-type", b"text/event-stream"),
         (b"cache-control", b"no-cache"),
@@ -185,19 +214,14 @@ async def send_stream(receive, send, stream: RouteStream, request_id: str, encod
         (b"x-request-id", request_id.encode()),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    watcher = asyncio.ensure_future(_disconnected(receive))
     chunks = stream.chunks()
     try:
         async for chunk in chunks:
-            if watcher.done():
-                break
             await send({"type": "http.response.body", "body": encode(chunk), "more_body": True})
-        else:
-            await send({"type": "http.response.body", "body": finish()})
+        await send({"type": "http.response.body", "body": finish()})
     except StreamFailed as exc:
         await send({"type": "http.response.body", "body": error_event(exc.error)})
     finally:
-        watcher.cancel()
         await chunks.aclose()
 
 

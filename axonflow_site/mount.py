@@ -202,37 +202,34 @@ def mount(django_app):
         global in_flight
         in_flight += 1  # a counter, not a set of tasks: two integer operations per request
         try:
-            await route(scope, receive, send)
+            path = scope["path"]
+            v1 = path.startswith("/v1/") or path == "/v1"
+            limit = settings.AXONFLOW_MAX_BODY_BYTES
+            try:
+                length = declared_length(scope)
+            except ValidationFailed as exc:
+                await send_refusal(send, exc, v1)
+                return
+            if length is not None and length > limit:
+                await send_refusal(send, too_large(limit, length), v1)
+                return
+            counted = length is None  # with a Content-Length, the server delivers no more than it
+            if counted:
+                receive = counting_receive(receive, limit)
+            try:
+                if v1:
+                    await openai_app(scope, receive, send)  # refuses an over-long body itself
+                elif path.startswith("/api/"):
+                    await api_app(scope, receive, send)
+                else:
+                    await django_app(scope, receive, send)
+            except PayloadTooLarge as exc:
+                # Raised by counting_receive while Django reads the body, which it does
+                # before it runs anything or answers.
+                if not counted:
+                    raise
+                await send_refusal(send, exc, v1)
         finally:
             in_flight -= 1
-
-    async def route(scope, receive, send) -> None:
-        path = scope["path"]
-        v1 = path.startswith("/v1/") or path == "/v1"
-        limit = settings.AXONFLOW_MAX_BODY_BYTES
-        try:
-            length = declared_length(scope)
-        except ValidationFailed as exc:
-            await send_refusal(send, exc, v1)
-            return
-        if length is not None and length > limit:
-            await send_refusal(send, too_large(limit, length), v1)
-            return
-        counted = length is None  # with a Content-Length, the server delivers no more than it
-        if counted:
-            receive = counting_receive(receive, limit)
-        try:
-            if v1:
-                await openai_app(scope, receive, send)  # refuses an over-long body itself
-            elif path.startswith("/api/"):
-                await api_app(scope, receive, send)
-            else:
-                await django_app(scope, receive, send)
-        except PayloadTooLarge as exc:
-            # Raised by counting_receive while Django reads the body, which it does
-            # before it runs anything or answers.
-            if not counted:
-                raise
-            await send_refusal(send, exc, v1)
 
     return app

@@ -152,7 +152,7 @@ async def close_session() -> None:
         await session.close()
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Clocks:
     connect: float
     first_byte: float
@@ -388,11 +388,15 @@ class Call:
         """One read of a streamed body under the idle clock. Raises ProviderTimeout when
         it stalls (idle or total), ProviderConnectError when the connection breaks, and a
         MalformedResponse saying `unframeable` for bytes aiohttp will not frame (UNFRAMEABLE)."""
+        # Which clock binds is decided before the wait: asyncio may fire a timeout up to
+        # its clock resolution early, so remaining() read afterwards can still be a hair
+        # above 0 and misname a total-deadline stop as an idle one.
+        by_total = self.remaining() <= self.clocks.idle
         try:
             async with self._timeout(self.clocks.idle):
                 return await read()
         except TimeoutError:
-            which = "total deadline" if self.remaining() <= 0 else "idle timeout"
+            which = "total deadline" if by_total else "idle timeout"
             raise ProviderTimeout(self.provider, f"stream stalled ({which})") from None
         except aiohttp.ClientError as exc:
             raise ProviderConnectError(self.provider, f"stream broken: {type(exc).__name__}") from None
@@ -493,6 +497,7 @@ class BaseProvider:
         self.timeout = float(config.timeout_seconds or 30)
         self.options: Mapping[str, Any] = config.settings or {}
         self.settings = self.settings_class.parse(self.options) if self.settings_class else None
+        self._clocks: Clocks | None = None  # parsed at the first call (a bad setting fails that call)
 
     def base_url_or(self, default: str | None) -> str:
         """config.base_url, else `default`, without a trailing slash.
@@ -505,7 +510,10 @@ class BaseProvider:
 
     def _call(self) -> Call:
         """A new attempt under this config's four clocks (http.Clocks.for_timeout)."""
-        return (self.call_class or Call)(self.name, Clocks.for_timeout(self.timeout, self.options))
+        clocks = self._clocks
+        if clocks is None:
+            clocks = self._clocks = Clocks.for_timeout(self.timeout, self.options)
+        return (self.call_class or Call)(self.name, clocks)
 
     async def post_json(
         self,

@@ -100,31 +100,40 @@ async def send_error(send, error: AxonFlowError, request_id: str, anthropic: boo
     await send_json(send, error.http_status, body, extra)
 
 
-async def served(receive, answer) -> None:
-    """Await `answer` (the coroutine that routes the request and sends the response),
-    cancelling it the moment the client disconnects: uvicorn says so only through
-    `receive`, and only when asked. The cancellation reaches the upstream call, which
-    closes its connection, and the router records the request as client_cancelled.
-    Call once the request body has been read (the watcher takes every later message)."""
-    task = asyncio.current_task()
-    gone = False
+WATCH_AFTER_SECONDS = 0.02  # a request that takes longer starts watching for its client leaving
 
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
+
+class Watch:
+    """Cancels the task serving a request the moment its client disconnects: uvicorn
+    says so only through `receive`, and only when asked. The cancellation reaches the
+    upstream call, which closes its connection, and the router records the request as
+    client_cancelled. Watching costs a task, so it starts only once the request has run
+    WATCH_AFTER_SECONDS (a client gone before then is seen at once): a quick answer
+    costs one timer. Create once the body has been read (the watcher takes every later
+    message); `stop()` when done."""
+
+    __slots__ = ("receive", "task", "timer", "watcher", "gone")
+
+    def __init__(self, receive) -> None:
+        self.receive = receive
+        self.task = asyncio.current_task()
+        self.watcher: asyncio.Future | None = None
+        self.gone = False
+        self.timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self._start)
+
+    def _start(self) -> None:
+        self.watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
             pass
-        gone = True
-        task.cancel()
+        self.gone = True
+        self.task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await answer
-    except asyncio.CancelledError:
-        if not gone:
-            raise  # the server's own cancellation (shutdown): not ours to swallow
-        task.uncancel()
-    finally:
-        watcher.cancel()
+    def stop(self) -> None:
+        self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.cancel()
 
 
 async def chat(scope, receive, send, request_id: str) -> None:
@@ -134,17 +143,21 @@ async def chat(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    await served(receive, answer_chat(send, snapshot, completion, options, caller, request_id, include_usage))
-
-
-async def answer_chat(send, snapshot, completion, options, caller, request_id: str, include_usage: bool) -> None:
-    if completion.stream:
-        stream = await router.open_stream(snapshot, completion, options, caller)
-        await stream_chat(send, stream, request_id, include_usage)
-        return
-    result = await router.complete(snapshot, completion, options, caller)
-    extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
-    await send_json(send, 200, wire.completion_body(result, request_id), extra)
+    watch = Watch(receive)
+    try:
+        if completion.stream:
+            stream = await router.open_stream(snapshot, completion, options, caller)
+            await stream_chat(send, stream, request_id, include_usage)
+            return
+        result = await router.complete(snapshot, completion, options, caller)
+        extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+        await send_json(send, 200, wire.completion_body(result, request_id), extra)
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise  # the server's own cancellation (shutdown): not ours to swallow
+        watch.task.uncancel()
+    finally:
+        watch.stop()
 
 
 async def embed(scope, receive, send, request_id: str) -> None:
@@ -153,13 +166,17 @@ async def embed(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    await served(receive, answer_embed(send, snapshot, request, options, caller, request_id, encoding))
-
-
-async def answer_embed(send, snapshot, request, options, caller, request_id: str, encoding: str) -> None:
-    answer = await embeddings.embed(snapshot, request, options, caller)
-    extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
-    await send_json(send, 200, embeddings_body(answer, encoding), extra)
+    watch = Watch(receive)
+    try:
+        answer = await embeddings.embed(snapshot, request, options, caller)
+        extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+        await send_json(send, 200, embeddings_body(answer, encoding), extra)
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise
+        watch.task.uncancel()
+    finally:
+        watch.stop()
 
 
 async def messages(scope, receive, send, request_id: str) -> None:
@@ -170,18 +187,22 @@ async def messages(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    await served(receive, answer_messages(send, snapshot, completion, model, options, caller, request_id))
-
-
-async def answer_messages(send, snapshot, completion, model, options, caller, request_id: str) -> None:
-    if completion.stream:
-        stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
-        encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
-        await send_stream(send, stream, request_id, encoder.events, encoder.finish, anthropic_wire.error_event)
-        return
-    result = await router.complete(snapshot, completion, options, caller, endpoint="messages")
-    extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
-    await send_json(send, 200, anthropic_wire.message_body(result.response, request_id, model), extra)
+    watch = Watch(receive)
+    try:
+        if completion.stream:
+            stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
+            encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
+            await send_stream(send, stream, request_id, encoder.events, encoder.finish, anthropic_wire.error_event)
+            return
+        result = await router.complete(snapshot, completion, options, caller, endpoint="messages")
+        extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
+        await send_json(send, 200, anthropic_wire.message_body(result.response, request_id, model), extra)
+    except asyncio.CancelledError:
+        if not watch.gone:
+            raise
+        watch.task.uncancel()
+    finally:
+        watch.stop()
 
 
 async def stream_chat(send, stream: RouteStream, request_id: str, include_usage: bool) -> None:
@@ -205,7 +226,7 @@ async def stream_chat(send, stream: RouteStream, request_id: str, include_usage:
 async def send_stream(send, stream: RouteStream, request_id: str, encode, finish, error_event) -> None:
     """Send a routed stream in one surface's framing (`encode` per chunk, `finish` at a
     clean end, `error_event` when the upstream breaks midway). A client that leaves
-    cancels this (`served`): the router records it and closes the upstream."""
+    cancels this (`Watch`): the router records it and closes the upstream."""
     headers = [
         (b"content-type", b"text/event-stream"),
         (b"cache-control", b"no-cache"),

@@ -333,6 +333,9 @@ def parse_weights(value: Any) -> dict[str, float]:
     return {name: float(weight) for name, weight in value.items()}
 
 
+BARE_FIELDS = frozenset({"model", "messages", "stream"})
+
+
 def _plain(data: dict) -> bool:
     """Whether the body holds only the plain-text fields (the hot path's fast check)."""
     return not ("tools" in data or "tool_choice" in data or "response_format" in data or "logit_bias" in data)
@@ -341,13 +344,16 @@ def _plain(data: dict) -> bool:
 def parse_chat(data: dict) -> tuple[CompletionRequest, RoutingOptions, str, bool]:
     """(request, routing options, the `model` asked for, include_usage) from a Chat
     Completions body. Resolving `model` is the router's job (routing/pool.py)."""
-    unknown = sorted(set(data) - KNOWN_FIELDS)
-    if unknown:
-        raise fail(unknown[0], "is not supported by this gateway")
+    if not data.keys() <= KNOWN_FIELDS:
+        raise fail(sorted(set(data) - KNOWN_FIELDS)[0], "is not supported by this gateway")
     model = data.get("model")
     if not isinstance(model, str) or not model.strip():
         raise fail("model", "is required: a model, a model route, a provider name, or 'auto'")
     system, messages = parse_messages(data.get("messages"))
+    if data.keys() <= BARE_FIELDS:  # the commonest body: nothing else to read or check
+        model = model.strip()
+        request = CompletionRequest(messages=messages, system=system, stream=flag(data, "stream"))
+        return request, RoutingOptions(model=model), model, False
     integer(data, "n", 1, 1)
     stream = flag(data, "stream")
     options = data.get("stream_options")

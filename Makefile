@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 export DEBUG ?= true
 
-.PHONY: run test lint-imports install migrate demo clean bench bench-quick screenshots deploy-check audit fuzz
+.PHONY: run test lint-imports install migrate demo clean bench bench-quick soak screenshots deploy-check audit fuzz
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,9 @@ bench: install
 
 bench-quick: install
 	$(PY) bench/run.py --quick $(BENCH_ARGS)
+
+soak: install  # 200 clients for 60 s, 10 % of upstream calls failing (docs/benchmarks.md)
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 # PNGs of the console (login, providers, edit form, board, request log and a trace,
 # tokens, routes, audit) into docs/screenshots/, from the demo in headless Chromium.

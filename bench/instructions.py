@@ -53,14 +53,20 @@ async def _send(url: str, body: dict, auth: str, count: int, concurrency: int = 
     return failures
 
 
-def instructions(target: str, count: int, warm: int) -> int:
-    """Instructions the gateway executed from start to exit, serving `warm` + `count` requests."""
-    out = Path(tempfile.mkdtemp()) / "cachegrind.out"
+def instructions(target: str, count: int, warm: int, threads: bool = False) -> int | list[int]:
+    """Instructions the gateway executed from start to exit, serving `warm` + `count`
+    requests; with `threads`, one total per thread (callgrind), largest first."""
+    out = Path(tempfile.mkdtemp()) / "grind.out"
     original = run.Stack._spawn
 
     def spawn(self, cmd):
         if "uvicorn" in cmd:
-            cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}", *cmd]
+            tool = (
+                ["--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}"]
+                if threads
+                else ["--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
+            )
+            cmd = ["valgrind", *tool, *cmd]
         return original(self, cmd)
 
     run.Stack._spawn = spawn
@@ -77,6 +83,13 @@ def instructions(target: str, count: int, warm: int) -> int:
             stack.gateway.wait(600)
     finally:
         run.Stack._spawn = original
+    if threads:
+        totals = sorted(
+            (int(re.search(r"^(?:summary|totals): (\d+)", f.read_text(), re.M).group(1)) for f in out.parent.iterdir()),
+            reverse=True,
+        )
+        shutil.rmtree(out.parent)
+        return totals
     summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
     shutil.rmtree(out.parent)
     return int(summary.group(1))
@@ -88,13 +101,18 @@ def main() -> None:
     parser.add_argument("--n1", type=int, default=300)
     parser.add_argument("--n2", type=int, default=1500)
     parser.add_argument("--warm", type=int, default=200)
+    parser.add_argument("--threads", action="store_true", help="per thread (callgrind; slower)")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
     os.chdir(run.ROOT)
     for target in args.targets.split(","):
-        low = instructions(target, args.n1, args.warm)
-        high = instructions(target, args.n2, args.warm)
+        low = instructions(target, args.n1, args.warm, args.threads)
+        high = instructions(target, args.n2, args.warm, args.threads)
+        if args.threads:  # the threads are matched by size: the loop's first, then the writer's…
+            per = [round((h - lo) / (args.n2 - args.n1)) for h, lo in zip(high, low)]
+            print(json.dumps({"target": target, "per_thread_per_request": per}))
+            continue
         per = (high - low) / (args.n2 - args.n1)
         print(json.dumps({"target": target, "n1": args.n1, "n2": args.n2, "instructions_per_request": round(per)}))
 

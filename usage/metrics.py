@@ -57,6 +57,7 @@ class WindowMetrics:
 
     request_count: int = 0
     error_count: int = 0
+    retry_count: int = 0  # re-sends to a provider that had failed the same request
     latency_sum_ms: float = 0.0
     histogram: list[int] = field(default_factory=empty_histogram)
     prompt_tokens: int = 0
@@ -73,6 +74,7 @@ class WindowMetrics:
     def add(self, bucket) -> None:
         self.request_count += bucket.request_count
         self.error_count += bucket.error_count
+        self.retry_count += bucket.retry_count
         self.latency_sum_ms += bucket.latency_sum_ms
         self.prompt_tokens += bucket.prompt_tokens
         self.completion_tokens += bucket.completion_tokens
@@ -101,6 +103,7 @@ class WindowMetrics:
         return {
             "request_count": self.request_count,
             "error_count": self.error_count,
+            "retry_count": self.retry_count,
             "avg_response_time_ms": self.avg_response_time_ms,
             "p95_response_time_ms": self.p95_response_time_ms,
             "prompt_tokens": self.prompt_tokens,
@@ -134,6 +137,7 @@ def window_metrics(
         "minute",
         "request_count",
         "error_count",
+        "retry_count",
         "latency_sum_ms",
         "latency_histogram",
         "prompt_tokens",

@@ -73,6 +73,8 @@ class MetricBucket(models.Model):
     minute = models.DateTimeField()
     request_count = models.PositiveIntegerField(default=0)
     error_count = models.PositiveIntegerField(default=0)
+    # Attempts that re-sent a request to a provider that had failed it (routing/retry.py).
+    retry_count = models.PositiveIntegerField(default=0)
     latency_sum_ms = models.FloatField(default=0)
     latency_histogram = models.JSONField(default=list)
     prompt_tokens = models.PositiveBigIntegerField(default=0)

@@ -108,6 +108,7 @@ def tally(entries: list[Entry], live_providers: set[int]) -> dict[tuple[int, dat
                 continue
             t = tallies[(provider_id, minute)]
             t.request_count += 1
+            t.retry_count += "retry" in attempt
             t.latency_sum_ms += attempt["latency_ms"]
             t.histogram[bucket_index(attempt["latency_ms"])] += 1
             if attempt["outcome"] == "success":
@@ -132,6 +133,7 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Window
                         minute=minute,
                         request_count=t.request_count,
                         error_count=t.error_count,
+                        retry_count=t.retry_count,
                         latency_sum_ms=t.latency_sum_ms,
                         latency_histogram=t.histogram,
                         prompt_tokens=t.prompt_tokens,
@@ -146,6 +148,7 @@ def _add_to_bucket(tenant_id: int, provider_id: int, minute: datetime, t: Window
         )
         bucket.request_count += t.request_count
         bucket.error_count += t.error_count
+        bucket.retry_count += t.retry_count
         bucket.latency_sum_ms += t.latency_sum_ms
         bucket.latency_histogram = [a + b for a, b in zip(histogram, t.histogram, strict=False)]
         bucket.prompt_tokens += t.prompt_tokens

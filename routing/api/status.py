@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from axonflow_site import shared
 from axonflow_site.errors import ProviderNotFound, ValidationFailed
 from providers.models import HealthResult, HealthSource, HealthStatus, ProviderConfig
 from routing.api.base import JSONOnly, TenantAPIView, check_body_size, check_query
@@ -56,6 +57,7 @@ class CheckSerializer(serializers.Serializer):
 class WindowMetricsSerializer(serializers.Serializer):
     request_count = serializers.IntegerField()
     error_count = serializers.IntegerField()
+    retry_count = serializers.IntegerField(help_text="attempts that re-sent a request to a provider that had failed it")
     avg_response_time_ms = serializers.FloatField(allow_null=True)
     p95_response_time_ms = serializers.FloatField(allow_null=True)
     prompt_tokens = serializers.IntegerField()
@@ -74,9 +76,16 @@ class ProviderStatusSerializer(serializers.Serializer):
     metrics = WindowMetricsSerializer()
 
 
+class SharedLayerSerializer(serializers.Serializer):
+    configured = serializers.BooleanField(help_text="REDIS_URL is set (false: one process, nothing to share)")
+    up = serializers.BooleanField(help_text="configured and reachable; false: rate limits are per process")
+    down_since = serializers.DateTimeField(allow_null=True, help_text="when it became unreachable; null while up")
+
+
 class StatusSerializer(serializers.Serializer):
     window = serializers.CharField(help_text=", ".join(WINDOWS))
     generated_at = serializers.DateTimeField()
+    shared_layer = SharedLayerSerializer(help_text="the Redis layer that several instances share (this instance's view)")
     providers = ProviderStatusSerializer(many=True)
 
 
@@ -126,7 +135,8 @@ class StatusView(TenantAPIView):
     )
     def get(self, request):
         """Every provider of the tenant: health (status, source, last check) and traffic
-        metrics over the window. Four queries, however many providers."""
+        metrics over the window, and whether the shared layer (Redis) is reachable. Four
+        queries, however many providers."""
         window = parse_window(request)
         newest = HealthResult.objects.filter(provider_id=OuterRef("pk")).order_by("-checked_at", "-pk").values("pk")[:1]
         configs = list(
@@ -146,7 +156,8 @@ class StatusView(TenantAPIView):
             }
             for c in configs
         ]
-        return Response({"window": window, "generated_at": timezone.now(), "providers": providers})
+        body = {"window": window, "generated_at": timezone.now(), "shared_layer": shared.check()}
+        return Response({**body, "providers": providers})
 
 
 class HealthCheckView(APIView):

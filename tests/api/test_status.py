@@ -14,6 +14,7 @@ from tenants.models import TokenScope
 from tests.conftest import ApiClient, make_token
 from usage.metrics import bucket_index, empty_histogram
 from usage.models import MetricBucket
+from usage.writer import writer as usage_writer
 
 URL = "/api/v1/status/"
 KEY = "sk-test-status-0123456789abcdef"
@@ -62,6 +63,7 @@ def test_it_lists_every_provider_with_health_last_check_and_metrics(acme_api, ac
     assert providers["a"]["metrics"] == {
         "request_count": 3,
         "error_count": 1,
+        "retry_count": 0,
         "avg_response_time_ms": 40.0,
         "p95_response_time_ms": 48.8,  # 25 + 25 * 2.85 / 3, in the 25-50 ms bucket
         "prompt_tokens": 30,
@@ -221,3 +223,14 @@ def test_a_completions_token_may_not_trigger_checks(acme_completions_api, probed
 def test_only_post_is_allowed(acme_api, probed, upstream):
     assert acme_api.get(check_url("main")).status_code == 405
     assert upstream.stats() == {}
+
+
+def test_it_counts_re_sends_to_a_provider_that_had_failed_the_request(acme_api, acme, make_provider, upstream):
+    make_provider(acme, name="only", base_url=upstream.base_url("only"), api_key="sk-test-only1111")
+    upstream.configure("only", fail_next=1, failure_kind="503")  # fails once, then answers the re-send
+    served = acme_api.post("/api/v1/completions", {"prompt": "hi"})
+    assert served.status_code == 200, served.content
+    assert served.json()["route"]["attempts"][1]["retry"] is True
+    usage_writer.flush()
+    metrics = by_name(acme_api.get(URL))["only"]["metrics"]
+    assert (metrics["request_count"], metrics["error_count"], metrics["retry_count"]) == (2, 1, 1)

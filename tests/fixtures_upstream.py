@@ -10,6 +10,9 @@ the test. Typical use:
         ...
         assert upstream.counts("a")["chat"] == 1
 
+Dead addresses: `closed_port()` (connect is refused) and the `unaccepting_port` fixture
+(connect hangs until the connect clock ends it).
+
 `make_config(type, base_url, api_key, **fields)` builds an unsaved ProviderConfig for
 adapter tests and `adapter_for(upstream, type, label, key, **fields)` the adapter for a
 label on the fake; `http_session` closes the pooled client session after an async test;
@@ -129,6 +132,32 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def unaccepting_port():
+    """A 127.0.0.1 port whose listen queue is full and never accepted from: Linux drops
+    the SYNs of further connects (the accept queue overflows), so they hang until the
+    connect clock ends them. Skips where the kernel answers them anyway."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    sockets = [server]
+    try:
+        for _ in range(3):
+            sockets.append(filler := socket.socket())
+            filler.setblocking(False)
+            filler.connect_ex(address)
+        try:  # a connect that completes would make the test a lie
+            socket.create_connection(address, timeout=0.2).close()
+            pytest.skip("this kernel completes connections to a full listen queue")
+        except TimeoutError:
+            pass
+        yield address[1]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture

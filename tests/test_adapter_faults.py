@@ -10,7 +10,6 @@ as if the answer were whole. The adapters under test are tests/test_adapter_cont
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,32 +91,6 @@ MISSING = {
 # Anthropic has no embeddings API; the timed faults are the HTTP client's, proven by chat.
 EMBED_CASES = [c for c in CASES if c.type != "anthropic"]
 EMBED_FAULTS = [f for f in FAULTS if not f.timed]
-
-
-@pytest.fixture(scope="module")
-def unaccepting_port():
-    """A 127.0.0.1 port whose listen queue is full and never accepted from: Linux drops
-    the SYNs of further connects (the accept queue overflows), so they hang until the
-    connect clock ends them. Skips where the kernel answers them anyway."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    address = server.getsockname()
-    sockets = [server]
-    try:
-        for _ in range(3):
-            sockets.append(filler := socket.socket())
-            filler.setblocking(False)
-            filler.connect_ex(address)
-        try:  # a connect that completes would make the test a lie
-            socket.create_connection(address, timeout=0.2).close()
-            pytest.skip("this kernel completes connections to a full listen queue")
-        except TimeoutError:
-            pass
-        yield address[1]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def build(case: Case, fault: Fault, upstream, request) -> Any:

@@ -18,6 +18,7 @@ are never followed and proxy environment variables are ignored.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
+import orjson
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
@@ -141,6 +143,7 @@ def get_session() -> aiohttp.ClientSession:
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=None),
             read_bufsize=READ_BUFFER_BYTES,
+            json_serialize=_json_text,  # orjson: a tenth of json.dumps's time for every request body
         )
         _sessions[loop] = session
     return session
@@ -247,6 +250,21 @@ def error_message(body: bytes) -> str:
     return summary(text)
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(raw: str | bytes) -> Any:
+    """JSON from an upstream: orjson (a third of json.loads's time), else what Python's
+    json also accepts (NaN, Infinity, integers past 64 bits, which Python-built servers
+    send). Raises ValueError when neither can read it."""
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return json.loads(raw)
+
+
+@functools.lru_cache(maxsize=4096)  # a provider's URLs repeat: parse each once, not per request
 def url_problem(url: str) -> str | None:
     """Why no provider request may use `url` (not http(s), or carrying credentials, which
     aiohttp would send as Basic auth), or None. The host is checked by the connector
@@ -334,11 +352,15 @@ class Call:
         """The whole body as JSON, within the total deadline. Raises ProviderTimeout,
         ProviderConnectError, or MalformedResponse for a body that is not JSON or is over
         MAX_RESPONSE_BYTES (refused unread when its Content-Length says so)."""
-        body, cut = b"", (response.content_length or 0) > MAX_RESPONSE_BYTES
+        length = response.content_length
+        body, cut = b"", (length or 0) > MAX_RESPONSE_BYTES
         try:
             if not cut:
                 async with self._timeout(self.clocks.total):
-                    body, cut = await read_at_most(response, MAX_RESPONSE_BYTES)
+                    if length is not None:  # bounded by the header checked above: one read
+                        body = await response.read()
+                    else:
+                        body, cut = await read_at_most(response, MAX_RESPONSE_BYTES)
         except TimeoutError:
             raise ProviderTimeout(self.provider, "timed out reading the upstream's response") from None
         except aiohttp.ClientError as exc:
@@ -350,7 +372,7 @@ class Call:
         if cut:
             raise MalformedResponse(self.provider, f"response body over {size(MAX_RESPONSE_BYTES)}", response.status)
         try:
-            return json.loads(body)
+            return loads(body)
         except ValueError:
             raise MalformedResponse(self.provider, "upstream returned invalid JSON", response.status) from None
 
@@ -454,7 +476,7 @@ async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[str, st
 def json_object(raw: str | bytes, provider: str, what: str = "stream event") -> dict:
     """`raw` decoded as a JSON object; MalformedResponse naming `what` otherwise."""
     try:
-        obj = json.loads(raw)
+        obj = loads(raw)
     except ValueError:
         raise MalformedResponse(provider, f"{what} is not valid JSON") from None
     if not isinstance(obj, dict):

@@ -18,9 +18,10 @@ checks are few. Everything a client can get wrong is a ValidationFailed naming `
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
+
+import orjson
 
 from axonflow_site.errors import AxonFlowError, ValidationFailed
 from providers.adapters.base import Chunk, ToolCall
@@ -48,7 +49,7 @@ def parse_body(raw: bytes) -> dict:
     if nested_too_deeply(raw):
         raise ValidationFailed(f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.", {"param": None})
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)  # a third of json.loads's time; refuses NaN and lone surrogates too
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("The request body is not valid JSON.", {"param": None}) from None
     except RecursionError:
@@ -62,7 +63,8 @@ def parse_body(raw: bytes) -> dict:
 
 
 def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Compact UTF-8 JSON, as json.dumps(separators=(",", ":"), ensure_ascii=False) gives."""
+    return orjson.dumps(obj)
 
 
 def error_body(error: AxonFlowError) -> bytes:

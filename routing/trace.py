@@ -40,39 +40,45 @@ def build(
     pool: str = "all providers",
     members: Collection[int] | None = None,
 ) -> dict[str, Any]:
-    """`members`: the ids of the pool's providers (None: every provider)."""
+    """`members`: the ids of the pool's providers (None: every provider). Runs on the
+    usage writer thread for every record, so it reads each attribute once."""
     by_id = {c.id: c for c in candidates}
     rows = []
     for config in configs:
-        candidate = by_id.get(config.pk)
-        outside = members is not None and config.pk not in members
+        pk = config.pk
+        candidate = by_id.get(pk)
         if candidate is None:  # not a candidate at all: the snapshot lists only enabled ones
-            candidate = Candidate(config.pk, config.name, config.priority, config.weight, config.health_status, False)
-        if config.pk in rate_limited:
+            candidate = Candidate(pk, config.name, config.priority, config.weight, config.health_status, False)
+        if pk in rate_limited:
             candidate = Candidate(**{**_fields(candidate), "rate_limited": True})
-        reason = "not_in_pool" if outside else candidate.exclusion
-        why = f"cannot serve: {candidate.unable}" if reason == "unsupported" else REASONS.get(reason or "", "")
+        reason = "not_in_pool" if members is not None and pk not in members else candidate.exclusion
+        if reason is None:
+            why, weight_used = "", round(effective_weight(candidate, options), 4)
+        else:
+            why = f"cannot serve: {candidate.unable}" if reason == "unsupported" else REASONS.get(reason, "")
+            weight_used = None
         rows.append(
             {
                 "provider": candidate.name,
                 "model": candidate.model or config.model,
                 "priority": candidate.priority,
                 "weight": candidate.weight,
-                "weight_used": None if reason else round(effective_weight(candidate, options), 4),
+                "weight_used": weight_used,
                 "status": candidate.status,
                 "operator_state": candidate.operator_state,
                 "excluded": reason,
                 "why": why,
             }
         )
+    among = draw.among
     return {
         "pool": pool,
         "options": _options(options),
         "candidates": rows,
         "draw": {
             "method": draw.method,
-            "among": [{"provider": name, "weight": round(weight, 4)} for name, weight in draw.among],
-            "total": round(sum(w for _, w in draw.among), 4) if draw.among else None,
+            "among": [{"provider": name, "weight": round(weight, 4)} for name, weight in among],
+            "total": round(sum(w for _, w in among), 4) if among else None,
             "point": None if draw.point is None else round(draw.point, 4),
             "chosen": draw.chosen,
         },

@@ -239,6 +239,7 @@ class Attempts:
         self.candidates = self.initial = candidates_of(snapshot, self.pool, needs)
         check_features(self.candidates, needs)
         self.attempts: list[Attempt] = []
+        self.calls = 0  # upstream calls made (attempts skipped for a rate limit are not)
         self.limited: dict[int, float] = {}
         self.draw = Draw()
         self.model = ""  # the upstream model of the attempt in progress
@@ -269,8 +270,7 @@ class Attempts:
         )
 
     def _may_attempt(self, wait: float = 0.0) -> bool:
-        tried = sum(1 for a in self.attempts if a.outcome != "rate_limited")
-        return tried < self.policy.max_attempts and time.perf_counter() + wait < self.deadline
+        return self.calls < self.policy.max_attempts and time.perf_counter() + wait < self.deadline
 
     async def _take_token(self, config: ProviderConfig, candidate: Candidate) -> bool:
         wait = await self.limiter.acquire(str(config.pk), config.rate_limit) if config.rate_limit else 0.0
@@ -285,7 +285,7 @@ class Attempts:
         none is left, re-sends to those that failed retryably (routing/retry.py)."""
         order = attempts(self.candidates, self.options, self.rng, self.draw)
         for candidate in order:
-            if not self._may_attempt():
+            if self.calls and not self._may_attempt():
                 return
             config = self.snapshot.by_name[candidate.name]
             if not await self._take_token(config, candidate):
@@ -324,6 +324,7 @@ class Attempts:
         by what is left of the request's deadline. A cancelled request (the client
         left) records its attempt as `client_cancelled` and re-raises."""
         async for config, model in self.providers():
+            self.calls += 1
             start = time.perf_counter()
             left = self.deadline - start
             try:
@@ -376,7 +377,7 @@ class Attempts:
 
     @property
     def tried_any(self) -> bool:
-        return any(a.outcome != "rate_limited" for a in self.attempts)
+        return self.calls > 0
 
     def failed(self, config: ProviderConfig, error: ProviderError | AxonFlowError, start: float) -> None:
         latency = _ms(start)

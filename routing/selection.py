@@ -146,6 +146,8 @@ def _first_choice(
                 if draw is not None:
                     draw.method = "preferred"
                 return candidate
+    if len(pool) == 1 and pool[0][1] > 0:  # one provider (a provider's name asked for): no draw to make
+        return weighted_draw(pool, rng, draw)
     weighted = [(c, w) for c, w in pool if w > 0]
     if not weighted:
         standbys = failover_order(pool)
@@ -167,7 +169,7 @@ def attempts(
     if first is None:
         return
     yield first
-    if not options.disable_failover:
+    if not options.disable_failover and len(pool) > 1:
         yield from failover_order((c, w) for c, w in pool if c is not first)
 
 

@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 export DEBUG ?= true
 
-.PHONY: run test lint-imports install migrate demo clean bench bench-quick soak screenshots deploy-check audit fuzz
+.PHONY: run run-two services-set test lint-imports install migrate demo clean bench bench-quick soak screenshots deploy-check audit fuzz
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,26 @@ migrate: install
 	$(PY) manage.py partitions
 
 # The demo's providers point at the fake upstream on 127.0.0.1: loopback base URLs must be allowed.
-demo run: export AXONFLOW_ALLOW_PRIVATE_BASE_URLS ?= true
+demo run run-two: export AXONFLOW_ALLOW_PRIVATE_BASE_URLS ?= true
 
 demo: migrate
 	$(PY) manage.py load_demo --upstream http://127.0.0.1:$(UPSTREAM_PORT)
 
 run: demo
 	$(PY) manage.py serve --port $(PORT) --upstream-port $(UPSTREAM_PORT)
+
+# Two server processes (PORT and PORT+1) on one PostgreSQL and one Redis, behaving as one
+# (README "Several instances"), plus the fake upstream and one health worker.
+run-two: services-set demo
+	$(PY) manage.py serve --instances 2 --port $(PORT) --upstream-port $(UPSTREAM_PORT)
+
+services-set:
+	@if [ -z "$$DATABASE_URL" ] || [ -z "$$REDIS_URL" ]; then \
+	  echo "make run-two: set DATABASE_URL (postgres://...) and REDIS_URL (redis://...) first;" \
+	    "two instances share one PostgreSQL database and one Redis (SQLite and the in-memory" \
+	    "channel layer belong to one process)." >&2; \
+	  exit 2; \
+	fi
 
 # `check --deploy` under the README's production environment (throwaway keys; DATABASE_URL and
 # REDIS_URL as exported): any warning fails. On a real deployment run the check there.

@@ -125,6 +125,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 IS_POSTGRES = "postgresql" in DATABASES["default"]["ENGINE"]
 if IS_POSTGRES:
+    # An unreachable server fails a connection attempt in seconds, not at the OS's TCP
+    # timeout: callers serving from caches meanwhile must not queue behind it.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
     # One test database per test run, so concurrent runs on one server never collide.
     DATABASES["default"].setdefault(
         "TEST", {"NAME": env.str("AXONFLOW_TEST_DB_NAME", default=f"test_{DATABASES['default']['NAME']}_{os.getpid()}")}
@@ -149,6 +152,26 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+def _seconds(name: str, default: float, minimum: float) -> float:
+    try:
+        value = float(env.str(name, default=str(default)).strip())
+    except ValueError:
+        value = float("nan")
+    if not minimum <= value <= 86_400:  # NaN fails too
+        raise ImproperlyConfigured(f"{name} must be a number of seconds, at least {minimum}.")
+    return value
+
+
+# Degradation (axonflow_site/shared.py, docs/reliability.md): each Redis call is bounded
+# by the timeout; after a failure, Redis is tried again once per retry interval while
+# everything runs on its in-process fallback. While the database cannot be reached, a
+# tenant's routing snapshot and API tokens stay in use up to AXONFLOW_STALE_IF_ERROR_SECONDS
+# past their expiry (0: never).
+AXONFLOW_REDIS_TIMEOUT_SECONDS = _seconds("AXONFLOW_REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.01)
+AXONFLOW_REDIS_RETRY_SECONDS = _seconds("AXONFLOW_REDIS_RETRY_SECONDS", 5.0, minimum=0.01)
+AXONFLOW_STALE_IF_ERROR_SECONDS = _seconds("AXONFLOW_STALE_IF_ERROR_SECONDS", 600.0, minimum=0)
 
 # --- Encryption of provider keys -------------------------------------------------
 KEY_FILE = BASE_DIR / ".axonflow-key"

@@ -15,6 +15,9 @@ there), or, with none in this process, to one long-lived publisher loop of its o
 Updates are coalesced per tenant; traffic updates at most once a second. Nothing is
 rendered for a tenant without an open board: with the in-memory layer, none open in
 this process; with Redis, no presence key (every open board keeps one alive there).
+While Redis is away (axonflow_site/shared.py) presence is assumed and nothing is sent
+through the channel layer: the boards show the banner of console/views/board.py and
+catch up when they reconnect.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from axonflow_site import shared
 from providers.models import HealthResult, ProviderConfig
 from routing.health import db_thread
 from tenants.rls import tenant_context
@@ -164,30 +168,26 @@ def anyone_listening(tenant_id: int) -> bool:
         return False
     checked = _presence.get(tenant_id)
     if checked is None or checked[0] < time.monotonic():
-        try:
-            key = presence_key(tenant_id)
-            pipe = _redis().pipeline()
-            pipe.zremrangebyscore(key, "-inf", time.time())  # boards that stopped refreshing
-            pipe.zcard(key)
-            present = bool(pipe.execute()[1])
-        except Exception:  # Redis away: publish anyway, a board must not go stale
-            log.warning("could not read board presence from Redis", exc_info=True)
-            present = True
+        present = True  # Redis away: publish anyway, a board must not go stale
+        if shared.usable():
+            try:
+                key = presence_key(tenant_id)
+                pipe = _redis().pipeline()
+                pipe.zremrangebyscore(key, "-inf", time.time())  # boards that stopped refreshing
+                pipe.zcard(key)
+                present = bool(pipe.execute()[1])
+                shared.succeeded()
+            except Exception as exc:
+                shared.failed(exc, "the board presence check")
         checked = _presence[tenant_id] = (time.monotonic() + PRESENCE_CHECK_SECONDS, present)
     return checked[1]
 
 
 _presence: dict[int, tuple[float, bool]] = {}
-_redis_client = None
 
 
 def _redis():
-    global _redis_client
-    if _redis_client is None:
-        import redis
-
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _redis_client
+    return shared.sync_client()
 
 
 def presence_key(tenant_id: int) -> str:
@@ -197,27 +197,51 @@ def presence_key(tenant_id: int) -> str:
 
 
 def mark_board_open(tenant_id: int, channel_name: str) -> None:
-    """Keep this board's presence alive (StatusBoardConsumer, from a thread)."""
-    if settings.REDIS_URL:
+    """Keep this board's presence alive (StatusBoardConsumer, from a thread). Skipped
+    while Redis is away (publishers assume presence then)."""
+    if shared.usable():
         key = presence_key(tenant_id)
         pipe = _redis().pipeline()
         pipe.zadd(key, {channel_name: time.time() + PRESENCE_TTL_SECONDS})
         pipe.expire(key, PRESENCE_TTL_SECONDS)
-        pipe.execute()
+        _reporting(pipe.execute, "the board presence")
 
 
 def mark_board_closed(tenant_id: int, channel_name: str) -> None:
-    if settings.REDIS_URL:
-        _redis().zrem(presence_key(tenant_id), channel_name)
+    if shared.usable():
+        _reporting(lambda: _redis().zrem(presence_key(tenant_id), channel_name), "the board presence")
+
+
+def _reporting(call, what: str):
+    """Make a Redis call, telling axonflow_site/shared.py how it went; re-raises."""
+    try:
+        result = call()
+    except Exception as exc:
+        shared.failed(exc, what)
+        raise
+    shared.succeeded()
+    return result
 
 
 # --- sending ---------------------------------------------------------------------------------------
 
 
 async def asend(group: str, message: dict) -> None:
+    """Send to the group; with Redis, only while it is reachable (bounded by its timeout)."""
     layer = get_channel_layer()
-    if layer is not None:
+    if layer is None:
+        return
+    if not settings.REDIS_URL:
         await layer.group_send(group, message)
+        return
+    if not shared.usable():
+        return  # the boards reconnect and get every card once it is back
+    try:
+        await asyncio.wait_for(layer.group_send(group, message), settings.AXONFLOW_REDIS_TIMEOUT_SECONDS)
+    except Exception as exc:
+        shared.failed(exc, "the board's channel layer")
+        return
+    shared.succeeded()
 
 
 def send(group: str, message: dict) -> None:

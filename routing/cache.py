@@ -8,16 +8,25 @@ Invalidation:
   reload racing the commit cannot keep the old rows);
 - code that changes rows with queryset.update() (the health worker) calls
   `broadcast_invalidation(tenant_id)` itself;
-- `broadcast_invalidation` also sends a message to a channel-layer group that every
-  server process listens on (`listen_for_invalidations`, started from the ASGI
-  lifespan), so all processes drop the snapshot. With the in-memory layer there is one
-  process and the local drop is the whole job;
+- `broadcast_invalidation` also tells every other server process through Redis
+  (routing/peers.py), so all processes drop the snapshot. From sync code (a committed
+  change from the API, the console, the admin or a command) it returns only once every
+  listening process has applied it (or after peers.ACK_TIMEOUT_SECONDS): the next
+  request anywhere sees the change. Without REDIS_URL there is one process and the local
+  drop is the whole job;
 - every snapshot also expires after SNAPSHOT_TTL_SECONDS, a backstop for a missed
   message (a Redis blip), never the primary mechanism. The token cache has its own
   backstop, a generation number in Redis read once a second (tenants/authentication.py).
 
 A generation counter per tenant keeps a load that started before an invalidation from
 storing its (now stale) result.
+
+Degradation (docs/reliability.md): while Redis is away (axonflow_site/shared.py) other
+processes' changes cannot reach this one, so new snapshots live DEGRADED_TTL_SECONDS.
+While the database is away, a snapshot that expired is still served, for at most
+AXONFLOW_STALE_IF_ERROR_SECONDS past its expiry, and reloaded at most every
+STALE_RETRY_SECONDS meanwhile (stale-if-error; logged once a minute). A dropped
+(invalidated) snapshot is never served stale.
 """
 
 from __future__ import annotations
@@ -30,11 +39,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import InterfaceError, OperationalError, close_old_connections, transaction
 from django.utils import timezone
 
+from axonflow_site import shared
+from routing import peers
 from routing.retry import DEFAULT_POLICY, RetryPolicy, policy_for
 
 if TYPE_CHECKING:
@@ -44,9 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("axonflow.cache")
 
 SNAPSHOT_TTL_SECONDS = 15.0
-GROUP = "axonflow-routing-cache"
-EVENT = "cache.invalidate"
-GROUP_REFRESH_SECONDS = 3600.0
+DEGRADED_TTL_SECONDS = 5.0
+STALE_RETRY_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -67,6 +77,7 @@ class TenantSnapshot:
     pools: dict = field(default_factory=dict)  # routing.pool caches each resolved name
     pool_candidates: dict = field(default_factory=dict)  # routing.router, per (pool, needs)
     retry: RetryPolicy = DEFAULT_POLICY  # the tenant's (routing/retry.py)
+    stale_until: float = 0.0  # monotonic: how long it may be served while the database is away
     _adapters: dict[int, Provider] = field(default_factory=dict)
     _features: dict[int, frozenset[str] | None] = field(default_factory=dict)
 
@@ -155,14 +166,16 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
     for config in configs:
         config.tenant = tenant  # adapters and pricing may look at the tenant; no extra query
     now = timezone.now()
-    ttl = SNAPSHOT_TTL_SECONDS
+    ttl = DEGRADED_TTL_SECONDS if shared.degraded() else SNAPSHOT_TTL_SECONDS
     for config in configs:  # an operator state that expires sooner ends the snapshot then
         if config.operator_state_at(now) and config.operator_until is not None:
             ttl = min(ttl, (config.operator_until - now).total_seconds())
+    expires = time.monotonic() + ttl
     snap = TenantSnapshot(
-        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, time.monotonic() + ttl, now,
+        tenant_id, tenant.slug, tenant.plan, tenant.store_prompts, configs, expires, now,
         {name: tuple(t) for name, t in routes.items()},
         retry=policy_for(tenant.retry_settings, tenant_id),
+        stale_until=expires + settings.AXONFLOW_STALE_IF_ERROR_SECONDS,
     )
     with _lock:
         if _generations.get(tenant_id, 0) == generation:
@@ -188,14 +201,20 @@ async def get_snapshot(tenant_id: int, *, in_request: bool = True) -> TenantSnap
     if snap is not None:
         return snap
     loop = asyncio.get_running_loop()
-    key = (id(loop), tenant_id)
+    # A load that began before an invalidation is not shared with requests after it.
+    key = (id(loop), tenant_id, _generations.get(tenant_id, 0))
     pending = _inflight.get(key)
     if pending is not None:
         return await asyncio.shield(pending)
     future = _inflight[key] = loop.create_future()
     try:
         loader = load_snapshot if in_request else _load_outside_request
-        snap = await sync_to_async(loader)(tenant_id)
+        try:
+            snap = await sync_to_async(loader)(tenant_id)
+        except (OperationalError, InterfaceError) as exc:  # the database is away
+            snap = stale_snapshot(tenant_id, exc)
+            if snap is None:
+                raise
         future.set_result(snap)
         return snap
     except BaseException as exc:
@@ -204,6 +223,30 @@ async def get_snapshot(tenant_id: int, *, in_request: bool = True) -> TenantSnap
         raise
     finally:
         _inflight.pop(key, None)
+
+
+_stale_warned_at = -1e9
+
+
+def stale_snapshot(tenant_id: int, exc: Exception) -> TenantSnapshot | None:
+    """The tenant's expired snapshot while reloading it failed (`exc`), if it is within
+    its `stale_until`; it then counts as live for STALE_RETRY_SECONDS more (not past
+    `stale_until`), so one reload per tenant tries the database in that time. None if
+    there is none (never loaded, or dropped by an invalidation) or it is too old."""
+    global _stale_warned_at
+    now = time.monotonic()
+    with _lock:
+        snap = _snapshots.get(tenant_id)
+        if snap is None or snap.stale_until <= now:
+            return None
+        snap.expires = min(now + STALE_RETRY_SECONDS, snap.stale_until)
+    if now - _stale_warned_at > 60:
+        _stale_warned_at = now
+        log.warning("the database cannot be reached (%s); routing tenant %s on its snapshot of %.0f s ago "
+                    "(snapshots are kept up to %.0f s past their expiry; said once a minute)", type(exc).__name__,
+                    tenant_id, (timezone.now() - snap.loaded_at).total_seconds(),
+                    settings.AXONFLOW_STALE_IF_ERROR_SECONDS)  # fmt: skip
+    return snap
 
 
 def invalidate_tenant(tenant_id: int) -> None:
@@ -233,39 +276,17 @@ def apply_invalidation(message: dict) -> None:
         invalidate_tenant(int(tenant_id))
 
 
-def _shared_layer():
-    """The channel layer when it reaches other processes (Redis), else None."""
-    if not settings.REDIS_URL:
-        return None
-    from channels.layers import get_channel_layer
-
-    return get_channel_layer()
-
-
 def broadcast_invalidation(tenant_id: int | None, *, tokens: bool = False) -> None:
     """Drop the tenant's snapshot (None: every tenant; tokens: the token cache too) here
-    and, through the channel layer, in every other process. Never raises."""
-    message = {"type": EVENT, "tenant_id": tenant_id, "tokens": tokens}
+    and in every other process (routing/peers.py; from sync code, applied there before
+    this returns). Never raises."""
+    message = {"tenant_id": tenant_id, "tokens": tokens}
     if tokens:
         from tenants.authentication import bump_generation
 
         bump_generation()  # for processes that miss the message below
     apply_invalidation(message)
-    layer = _shared_layer()
-    if layer is None:
-        return
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        try:
-            async_to_sync(layer.group_send)(GROUP, message)
-        except Exception:
-            log.warning(
-                "cache invalidation broadcast failed; other processes catch up within %ss", SNAPSHOT_TTL_SECONDS
-            )
-        return
-    task = asyncio.ensure_future(layer.group_send(GROUP, message))
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    peers.publish("invalidate", message, wait=True)
 
 
 def invalidate_on_commit(tenant_id: int | None, *, tokens: bool = False) -> None:
@@ -274,45 +295,18 @@ def invalidate_on_commit(tenant_id: int | None, *, tokens: bool = False) -> None
     transaction.on_commit(lambda: broadcast_invalidation(tenant_id, tokens=tokens))
 
 
-async def listen_for_invalidations() -> None:
-    """Join the broadcast group and apply every message until cancelled (one per process).
-
-    On a broken connection everything is dropped (messages may have been missed) and
-    the listener rejoins."""
-    layer = _shared_layer()
-    if layer is None:
-        return
-    while True:
-        try:
-            channel = await layer.new_channel()
-            await layer.group_add(GROUP, channel)
-            while True:
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), GROUP_REFRESH_SECONDS)
-                except TimeoutError:
-                    await layer.group_add(GROUP, channel)  # group membership expires in channels_redis
-                    continue
-                if message.get("type") == EVENT:
-                    apply_invalidation(message)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("cache invalidation listener lost the channel layer; rejoining", exc_info=True)
-            apply_invalidation({"tenant_id": None, "tokens": True})  # messages may have been missed
-            await asyncio.sleep(1.0)
-
-
 _listener: asyncio.Task | None = None
 _token_watch: asyncio.Task | None = None
 
 
 async def start_invalidation_listener() -> None:
-    """With a shared layer: the listener, and the token cache's generation watch."""
+    """With Redis: the listener for the other processes' messages (routing/peers.py:
+    invalidations and circuit changes), and the token cache's generation watch."""
     global _listener, _token_watch
-    if _shared_layer() is not None:
+    if settings.REDIS_URL:
         from tenants.authentication import watch_generation
 
-        _listener = asyncio.ensure_future(listen_for_invalidations())
+        _listener = asyncio.ensure_future(peers.listen())
         _token_watch = asyncio.ensure_future(watch_generation())
 
 

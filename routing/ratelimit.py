@@ -8,14 +8,14 @@ says how long until one is available; the router skips a provider that has none.
 
 In-process by default. With REDIS_URL set, every application process shares one bucket
 per provider in Redis: a Lua script reads, refills and takes atomically, using the Redis
-server's clock so processes on different hosts agree. If Redis cannot be reached the
-limiter fails open (grants) and logs: losing the limit briefly is better than losing
-all traffic.
+server's clock so processes on different hosts agree. While Redis cannot be reached
+(axonflow_site/shared.py: each call bounded by AXONFLOW_REDIS_TIMEOUT_SECONDS, then no
+calls until the next retry) the same buckets are kept in this process instead: every
+limit holds per process, so N processes admit up to N times the limit between them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import threading
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from axonflow_site import shared
 from axonflow_site.errors import RateLimited
 
 if TYPE_CHECKING:
@@ -101,46 +102,33 @@ class LocalLimiter:
 
 
 class RedisLimiter:
-    """Token buckets in Redis, shared by every process using the same server."""
+    """Token buckets in Redis, shared by every process using the same server; buckets in
+    this process (`local`) while the shared layer is down."""
 
     def __init__(self, url: str, prefix: str = KEY_PREFIX):
         self.url = url
         self.prefix = prefix
-        self._clients: dict[asyncio.AbstractEventLoop, object] = {}
-        self._warned_at = 0.0
-
-    def _script(self):
-        # One client (and connection pool) per event loop: redis.asyncio pools are bound
-        # to the loop that created them.
-        loop = asyncio.get_running_loop()
-        entry = self._clients.get(loop)
-        if entry is None:
-            import redis.asyncio as redis
-
-            for stale in [lp for lp in self._clients if lp.is_closed()]:
-                self._clients.pop(stale, None)
-            client = redis.from_url(self.url)
-            entry = (client, client.register_script(TOKEN_BUCKET_LUA))
-            self._clients[loop] = entry
-        return entry[1]
+        self.local = LocalLimiter()
+        self._script = None
 
     async def acquire(self, key: str, rate_per_minute: int) -> float:
         if rate_per_minute <= 0:
             return 0.0
+        if not shared.usable():
+            return self.local.take(key, rate_per_minute)
+        client = shared.async_client(self.url)
+        if self._script is None:
+            self._script = client.register_script(TOKEN_BUCKET_LUA)
         try:
-            wait_ms = await self._script()(keys=[self.prefix + key], args=[int(rate_per_minute)])
+            wait_ms = await self._script(keys=[self.prefix + key], args=[int(rate_per_minute)], client=client)
         except Exception as exc:  # redis errors, connection refused, timeouts
-            now = time.monotonic()
-            if now - self._warned_at > 60:
-                self._warned_at = now
-                log.warning("rate limiter cannot reach Redis (%s); granting requests", type(exc).__name__)
-            return 0.0
+            shared.failed(exc, "the rate limiter")
+            return self.local.take(key, rate_per_minute)
+        shared.succeeded()
         return int(wait_ms) / 1000.0
 
     async def close(self) -> None:
-        entry = self._clients.pop(asyncio.get_running_loop(), None)
-        if entry is not None:
-            await entry[0].aclose()
+        await shared.aclose(self.url)
 
 
 _limiter: Limiter | None = None

@@ -12,7 +12,14 @@ or deleted. A process that misses a broadcast (a Redis reconnect) still catches 
 within GENERATION_CHECK_SECONDS: every change also moves a generation number in Redis
 (`bump_generation`), which each server process reads once a second
 (`watch_generation`, started with the invalidation listener), dropping its cache when
-the number moved or cannot be read.
+the number moved. While Redis cannot be reached (axonflow_site/shared.py) neither
+reaches other processes: the cache is dropped once, entries then live
+DEGRADED_TTL_SECONDS, and it is dropped again when the generation can be read.
+
+While the database cannot be reached, a token whose entry expired is still accepted, for
+at most AXONFLOW_STALE_IF_ERROR_SECONDS past its expiry and never past the token's own
+(stale-if-error; logged once a minute): completions of known clients go on through a
+database blip. A revocation drops entries outright, so none is ever used stale.
 
 Secrets are never compared here: a token is found by its HMAC digest (`hash_token`)
 through a unique index, so neither the cache nor the database compares the raw token,
@@ -31,17 +38,20 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, permissions
 
+from axonflow_site import shared
 from axonflow_site.errors import Forbidden, Unauthorized
 from tenants.models import ApiToken, TokenScope, hash_token
 
 log = logging.getLogger("axonflow.tokens")
 
 CACHE_TTL_SECONDS = 30.0
+DEGRADED_TTL_SECONDS = 5.0  # while Redis is down: how late a revocation elsewhere is seen here
+STALE_RETRY_SECONDS = 5.0  # while the database is down: how often a stale token is looked up again
 MAX_CACHED_TOKENS = 10_000
 MAX_CACHED_MISSES = 1_000
 GENERATION_CHECK_SECONDS = 1.0
@@ -75,7 +85,9 @@ class TokenIdentity:
 
 class TokenCache:
     """Identities by token digest: an LRU of live tokens and a smaller one of misses,
-    each entry with its deadline (time.monotonic). Thread-safe.
+    each entry with its deadline (time.monotonic). Thread-safe. A known token's entry
+    outlives its deadline until `stale_until`, for `stale` to serve while the database
+    is away.
 
     `generation` moves on every `clear`; a load that began before a clear passes the
     generation it saw to `put`, which then stores nothing (its answer may be stale)."""
@@ -83,7 +95,7 @@ class TokenCache:
     def __init__(self, size: int = MAX_CACHED_TOKENS, miss_size: int = MAX_CACHED_MISSES):
         self.size, self.miss_size = size, miss_size
         self.generation = 0
-        self._known: OrderedDict[str, tuple[float, TokenIdentity]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[float, TokenIdentity, float]] = OrderedDict()
         self._misses: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -95,7 +107,8 @@ class TokenCache:
                 if known[0] > now:
                     self._known.move_to_end(digest)
                     return True, known[1]
-                del self._known[digest]
+                if known[2] <= now:
+                    del self._known[digest]
             missed = self._misses.get(digest)
             if missed is not None:
                 if missed > now:
@@ -103,15 +116,34 @@ class TokenCache:
                 del self._misses[digest]
         return False, None
 
-    def put(self, digest: str, identity: TokenIdentity | None, deadline: float, generation: int) -> None:
+    def put(
+        self, digest: str, identity: TokenIdentity | None, deadline: float, generation: int, stale_until: float = 0.0
+    ) -> None:
         with self._lock:
             if generation != self.generation:
                 return
-            entries, size = (self._known, self.size) if identity is not None else (self._misses, self.miss_size)
-            entries[digest] = (deadline, identity) if identity is not None else deadline
+            if identity is not None:
+                entries, size = self._known, self.size
+                entries[digest] = (deadline, identity, max(deadline, stale_until))
+                self._misses.pop(digest, None)
+            else:
+                entries, size = self._misses, self.miss_size
+                entries[digest] = deadline
+                self._known.pop(digest, None)  # refused now: never served stale
             entries.move_to_end(digest)
             while len(entries) > size:
                 entries.popitem(last=False)
+
+    def stale(self, digest: str, now: float, retry: float) -> TokenIdentity | None:
+        """The identity of an expired entry still within its `stale_until`, or None. The
+        entry is served as live for `retry` seconds more (not past `stale_until`), so
+        only one lookup per token tries the database in that time."""
+        with self._lock:
+            known = self._known.get(digest)
+            if known is None or known[2] <= now:
+                return None
+            self._known[digest] = (min(now + retry, known[2]), known[1], known[2])
+            return known[1]
 
     def clear(self) -> None:
         with self._lock:
@@ -125,6 +157,7 @@ class TokenCache:
 
 _cache = TokenCache()
 _last_used_written: dict[int, float] = {}
+_stale_warned_at = -1e9
 
 
 def lookup_token(raw: str) -> TokenIdentity | None:
@@ -137,8 +170,16 @@ def lookup_token(raw: str) -> TokenIdentity | None:
     if hit:
         return identity
     generation = _cache.generation
-    token = ApiToken.objects.active().select_related("tenant").filter(token_hash=digest).first()
-    ttl = CACHE_TTL_SECONDS
+    try:
+        token = ApiToken.objects.active().select_related("tenant").filter(token_hash=digest).first()
+    except (OperationalError, InterfaceError) as exc:  # the database is away
+        identity = _cache.stale(digest, now, STALE_RETRY_SECONDS)
+        if identity is None:
+            raise
+        _warn_stale(exc)
+        return identity
+    ttl = DEGRADED_TTL_SECONDS if shared.degraded() else CACHE_TTL_SECONDS
+    lives = float("inf")
     if token is not None and hmac.compare_digest(token.token_hash, digest):
         tenant = token.tenant
         identity = TokenIdentity(
@@ -146,9 +187,19 @@ def lookup_token(raw: str) -> TokenIdentity | None:
             tenant.api_rate_limit,
         )  # fmt: skip
         if token.expires_at is not None:  # cached no longer than the token lives
-            ttl = min(ttl, (token.expires_at - timezone.now()).total_seconds())
-    _cache.put(digest, identity, now + ttl, generation)
+            lives = (token.expires_at - timezone.now()).total_seconds()
+    stale_for = settings.AXONFLOW_STALE_IF_ERROR_SECONDS
+    _cache.put(digest, identity, now + min(ttl, lives), generation, now + min(ttl + stale_for, lives))
     return identity
+
+
+def _warn_stale(exc: Exception) -> None:
+    global _stale_warned_at
+    now = time.monotonic()
+    if now - _stale_warned_at > 60:
+        _stale_warned_at = now
+        log.warning("the database cannot be reached (%s); accepting cached API tokens up to %.0f s past their "
+                    "expiry meanwhile", type(exc).__name__, settings.AXONFLOW_STALE_IF_ERROR_SECONDS)  # fmt: skip
 
 
 def cached_lookup(raw: str) -> tuple[bool, TokenIdentity | None]:
@@ -181,48 +232,39 @@ def forget_tokens() -> None:
 # --- the shared generation (Redis) ----------------------------------------------------------
 
 _seen_generation: int | None = None
-_redis_client = None
-_warned_at = -1e9
+_generation_unreadable = False
 
 
 def generation_key() -> str:
     return f"{settings.CHANNEL_PREFIX}:tokens:generation"
 
 
-def _warn(what: str, exc: Exception) -> None:
-    global _warned_at
-    now = time.monotonic()
-    if now - _warned_at > 60:
-        _warned_at = now
-        log.warning("token generation: cannot %s Redis (%s); cached tokens are dropped every %ss meanwhile",
-                    what, type(exc).__name__, GENERATION_CHECK_SECONDS)  # fmt: skip
-
-
 def bump_generation() -> None:
     """Move the shared generation on (one Redis INCR), after a token or tenant change is
     committed and before this process drops its own cache. Never raises; a no-op without
-    REDIS_URL (one process: the local drop is the whole job)."""
-    global _redis_client, _seen_generation
-    if not settings.REDIS_URL:
+    REDIS_URL (one process: the local drop is the whole job) or while Redis is away."""
+    global _seen_generation
+    if not shared.usable():
         return
     try:
-        if _redis_client is None:
-            import redis
-
-            _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
         # Our own move needs no second drop: the caller drops the cache right after.
-        _seen_generation = int(_redis_client.incr(generation_key()))
+        _seen_generation = int(shared.sync_client().incr(generation_key()))
     except Exception as exc:
-        _warn("write to", exc)
+        shared.failed(exc, "the token generation")
+        return
+    shared.succeeded()
 
 
 def note_generation(value: int | None) -> bool:
-    """Drop the cache if the shared generation moved since last seen, or could not be
-    read (None: changes may be going unseen). Returns whether it dropped."""
-    global _seen_generation
+    """Drop the cache if the shared generation moved since last seen, or could first not
+    be read (None: changes may go unseen from now on; while it stays unreadable, entries
+    live DEGRADED_TTL_SECONDS instead). Returns whether it dropped."""
+    global _seen_generation, _generation_unreadable
+    if value is None and _generation_unreadable:
+        return False  # dropped when it became unreadable; entries are short-lived since
     if value is not None and value == _seen_generation:
         return False
-    _seen_generation = value
+    _seen_generation, _generation_unreadable = value, value is None
     forget_tokens()
     return True
 
@@ -230,23 +272,23 @@ def note_generation(value: int | None) -> bool:
 async def watch_generation(interval: float = GENERATION_CHECK_SECONDS) -> None:
     """Read the shared generation every `interval` until cancelled (one task per server
     process, started with routing/cache.py's invalidation listener): the bound on how
-    long a process that missed a broadcast keeps a revoked token."""
-    import redis.asyncio as redis
-
-    client = redis.from_url(settings.REDIS_URL, socket_timeout=interval, socket_connect_timeout=interval)
-    try:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                value = int(await client.get(generation_key()) or 0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                _warn("read from", exc)
-                value = None
-            note_generation(value)
-    finally:
-        await client.aclose()
+    long a process that missed a broadcast keeps a revoked token. While Redis is away
+    it reads only when axonflow_site/shared.py lets a trial through."""
+    while True:
+        await asyncio.sleep(interval)
+        if not shared.usable():
+            note_generation(None)  # Redis went away under another caller: drop once here too
+            continue
+        try:
+            value = int(await shared.async_client().get(generation_key()) or 0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            shared.failed(exc, "the token generation watch")
+            value = None
+        else:
+            shared.succeeded()
+        note_generation(value)
 
 
 # --- authentication -----------------------------------------------------------------------

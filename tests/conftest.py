@@ -41,12 +41,14 @@ def _private_base_urls_allowed(settings):
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
+    from axonflow_site import shared
     from console import live
     from routing import cache, ratelimit, retry
     from routing.health import breaker, db_thread
     from tenants.authentication import forget_tokens
     from usage.writer import writer as usage_writer
 
+    shared.reset()  # Redis counts as up: no test inherits another's outage
     forget_tokens()
     cache.invalidate_all()
     breaker.reset()  # circuits and thresholds are per process: no test inherits another's
@@ -65,6 +67,7 @@ def _fresh_caches():
     retry.reset()
     usage_writer.discard()
     ratelimit.set_limiter(None)
+    shared.reset()
 
 
 @pytest.fixture

@@ -89,3 +89,14 @@ def test_load_demo_runs_outside_debug_only_when_asked(db, settings):
     assert "shown once" in out
     assert get_user_model().objects.get(username="demo").is_superuser
     assert ApiToken.objects.filter(tenant__slug="demo").count() == 1
+
+
+@pytest.mark.parametrize("database, redis", [(False, False), (True, False), (False, True)])
+def test_serve_refuses_several_instances_without_postgresql_and_redis(settings, monkeypatch, database, redis):
+    import subprocess
+
+    settings.IS_POSTGRES = database
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0" if redis else ""
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **kw: pytest.fail("started a process"))
+    with pytest.raises(CommandError, match="DATABASE_URL .* and REDIS_URL"):
+        call_command("serve", "--instances", "2")

@@ -49,3 +49,20 @@ def test_a_bad_shutdown_grace_period_is_refused(value):
     result = load_settings(DEBUG="true", AXONFLOW_SHUTDOWN_GRACE_SECONDS=value)
     assert result.returncode != 0
     assert "AXONFLOW_SHUTDOWN_GRACE_SECONDS must be a whole number, at least 1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AXONFLOW_REDIS_TIMEOUT_SECONDS", "0"),
+        ("AXONFLOW_REDIS_TIMEOUT_SECONDS", "soon"),
+        ("AXONFLOW_REDIS_RETRY_SECONDS", "-1"),
+        ("AXONFLOW_REDIS_RETRY_SECONDS", "nan"),
+        ("AXONFLOW_STALE_IF_ERROR_SECONDS", "-1"),
+        ("AXONFLOW_STALE_IF_ERROR_SECONDS", "inf"),
+    ],
+)
+def test_a_bad_degradation_setting_is_refused(name, value):
+    result = load_settings(DEBUG="true", **{name: value})
+    assert result.returncode != 0
+    assert f"{name} must be a number of seconds" in result.stderr

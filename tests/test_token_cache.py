@@ -1,7 +1,7 @@
 """The API token cache (tenants/authentication.py): bounded, no entry per random bearer
 string, never past a token's expiry, and revocation effective in every process: the
 broadcast, a Redis generation number for a process that missed it, and a full drop
-when the invalidation listener loses its channel layer."""
+when the listener for the other processes' messages (routing/peers.py) loses Redis."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def own_generation(settings, monkeypatch):
     """A generation key of our own (several runs may share one Redis), none seen yet."""
     settings.CHANNEL_PREFIX = f"test-{uuid.uuid4().hex}"
     monkeypatch.setattr(authentication, "_seen_generation", None)
+    monkeypatch.setattr(authentication, "_generation_unreadable", False)
     return authentication.generation_key()
 
 
@@ -119,15 +120,16 @@ def test_the_identity_carries_the_tenants_rate_limit_and_follows_it(acme):
 
 def test_a_moved_or_unreadable_generation_drops_the_cache(monkeypatch):
     monkeypatch.setattr(authentication, "_seen_generation", None)
+    monkeypatch.setattr(authentication, "_generation_unreadable", False)
     dropped = []
     monkeypatch.setattr(authentication, "forget_tokens", lambda: dropped.append(True))
     assert authentication.note_generation(4) is True  # first sight: nothing known about before
     assert authentication.note_generation(4) is False
     assert authentication.note_generation(5) is True  # another process changed a token
     assert authentication.note_generation(None) is True  # Redis away: changes may go unseen
-    assert authentication.note_generation(None) is True  # ... so every check drops
+    assert authentication.note_generation(None) is False  # ... entries are short-lived from now on
     assert authentication.note_generation(5) is True  # back: whatever happened meanwhile
-    assert len(dropped) == 5
+    assert len(dropped) == 4
 
 
 def test_without_redis_bumping_is_a_no_op(settings):
@@ -182,48 +184,53 @@ async def test_a_process_that_missed_the_broadcast_drops_its_tokens_within_the_c
         await other_process.aclose()
 
 
-async def test_while_redis_is_unreachable_the_cache_is_dropped_every_check(settings, own_generation, caplog):
+@pytest.fixture
+def committed_token(transactional_db, acme) -> str:
+    return make_token(acme)
+
+
+async def test_while_redis_is_unreachable_the_cache_is_dropped_once_then_short_lived(
+    settings, own_generation, caplog, committed_token
+):
+    from asgiref.sync import sync_to_async
+
+    from axonflow_site import shared
+
+    raw = committed_token
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.AXONFLOW_REDIS_RETRY_SECONDS = 60
+    cache_one()
     watch = asyncio.create_task(authentication.watch_generation(interval=0.05))
     try:
-        for _ in range(2):
-            cache_one()
-            await wait_until(lambda: len(authentication._cache) == 0)
+        await wait_until(lambda: len(authentication._cache) == 0)  # changes may go unseen from now on
+        assert not shared.shared_layer_up()
+        await sync_to_async(authentication._lookup_outside_request)(raw)  # closes its connection
+        await asyncio.sleep(0.3)
+        assert len(authentication._cache) == 1  # not dropped at every check...
     finally:
         watch.cancel()
-    assert "cannot read from Redis" in caplog.text
+    deadline = authentication._cache._known[hash_token(raw)][0]
+    assert deadline - time.monotonic() <= authentication.DEGRADED_TTL_SECONDS  # ...but cached briefly
+    assert "shared layer (Redis) unreachable" in caplog.text
 
 
 # --- the invalidation listener ------------------------------------------------------------------
 
 
-class BrokenLayer:
-    """A channel layer whose connection breaks on the first receive."""
+async def test_the_listener_drops_the_tokens_when_it_loses_redis(settings, monkeypatch):
+    from axonflow_site import shared
+    from routing import peers
 
-    def __init__(self) -> None:
-        self.receives = 0
-
-    async def new_channel(self) -> str:
-        return "channel!1"
-
-    async def group_add(self, group: str, channel: str) -> None:
-        pass
-
-    async def receive(self, channel: str) -> dict:
-        self.receives += 1
-        if self.receives == 1:
-            raise ConnectionError("Redis went away")
-        await asyncio.sleep(3600)
-        return {}
-
-
-async def test_the_listener_drops_the_tokens_when_it_loses_the_channel_layer(monkeypatch):
-    layer = BrokenLayer()
-    monkeypatch.setattr(cache, "_shared_layer", lambda: layer)
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # Redis went away
+    monkeypatch.setattr(peers, "RETRY_SECONDS", 0.05)
     cache_one()
-    listener = asyncio.create_task(cache.listen_for_invalidations())
+    listener = asyncio.create_task(peers.listen())
     try:
-        await wait_until(lambda: layer.receives >= 1)
         await wait_until(lambda: len(authentication._cache) == 0)
+        cache_one()
+        await asyncio.sleep(0.3)  # several retries: while it stays away, the short TTLs do the rest
+        assert len(authentication._cache) == 1
     finally:
         listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        shared.reset()

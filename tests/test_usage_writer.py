@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from django.db import InterfaceError, OperationalError
 from django.db.models import Sum
 
 from routing.health import breaker
@@ -126,6 +127,32 @@ def test_a_failed_write_keeps_the_entries_for_the_next_flush(acme, ab, as_tenant
     assert len(usage_writer.pending) == 4
     assert usage_writer.flush() == 4
     assert len(rows(acme, as_tenant)) == 4
+
+
+@pytest.mark.parametrize("error", [OperationalError, InterfaceError])
+def test_while_the_database_is_away_entries_wait_and_the_outage_is_logged_once(
+    error, acme, ab, as_tenant, monkeypatch, caplog
+):
+    a, _ = ab
+    real, away = usage_store.write_tenant, [True]
+
+    def unreachable(tenant_id, entries):
+        if away[0]:
+            raise error("connection refused")
+        return real(tenant_id, entries)
+
+    monkeypatch.setattr(usage_store, "write_tenant", unreachable)
+    for _ in range(3):
+        usage_writer.add(entry(acme, a))
+    for _ in range(5):
+        assert usage_writer.flush() == 0
+        usage_writer.add(entry(acme, a))
+    assert usage_writer.held() == 8 and usage_writer.dropped == 0
+    assert caplog.text.count("the database cannot be reached") == 1  # not once a round
+    away[0] = False
+    assert usage_writer.flush() == 8
+    assert len(rows(acme, as_tenant)) == 8
+    assert "the database is reachable again" in caplog.text
 
 
 def test_one_tenants_failure_does_not_hold_back_another(acme, globex, ab, make_provider, as_tenant, monkeypatch):

@@ -20,6 +20,11 @@ the batch it is writing and then write what is left, so nothing is lost on a cle
 The queue is bounded at MAX_PENDING entries, new and requeued alike: when the writer is
 stuck (the database is away) and the queue is full, entries are dropped, counted in
 `writer.dropped` and logged at most once a minute, never silently.
+
+While the database is away (a connection error: OperationalError, InterfaceError) the
+entries wait here and every round tries again; the outage is logged once when it
+begins (not every round) and once when the first write succeeds after it, with how many
+records waited (docs/reliability.md, "When Redis or the database is away").
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from collections import defaultdict, deque
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DataError, IntegrityError, OperationalError, close_old_connections, connections
+from django.db import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+)
 
 from axonflow_site import events
 from usage import store
@@ -79,6 +91,7 @@ class UsageWriter:
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.failing_since: float | None = None  # monotonic: the first failed write of an outage
 
     def add(self, entry: Entry) -> None:
         if len(self.pending) >= MAX_PENDING:
@@ -127,17 +140,40 @@ class UsageWriter:
                 try:
                     _write_retrying(tenant_id, entries)
                     written += len(entries)
+                    self._recovered(len(batch))
                     announce(tenant_id, entries)
                 except (DataError, IntegrityError):
                     log.exception("usage write refused for tenant %s; writing its %d records one by one",
                                   tenant_id, len(entries))  # fmt: skip
                     written += self._write_one_by_one(tenant_id, entries)
+                except (OperationalError, InterfaceError) as exc:  # the database is away
+                    self._failing(exc, len(batch))
+                    self._requeue(entries)
                 except Exception:
                     log.exception(
                         "usage write failed for tenant %s; %d records kept for retry", tenant_id, len(entries)
                     )
                     self._requeue(entries)
             return written
+
+    def held(self) -> int:
+        """Entries waiting to be written, counted between rounds (a round in progress
+        holds its batch off the queue until it has written or requeued it)."""
+        with self._flush_lock:
+            return len(self.pending)
+
+    def _failing(self, exc: Exception, waiting: int) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("usage: the database cannot be reached (%s: %s); keeping %d record(s) in memory "
+                        "(at most %d) and retrying every round", type(exc).__name__, str(exc)[:200], waiting,
+                        MAX_PENDING)  # fmt: skip
+
+    def _recovered(self, waiting: int) -> None:
+        if self.failing_since is not None:
+            log.warning("usage: the database is reachable again after %.0f s; writing the %d record(s) that waited",
+                        time.monotonic() - self.failing_since, waiting)  # fmt: skip
+            self.failing_since = None
 
     def _write_one_by_one(self, tenant_id: int, entries: list[Entry]) -> int:
         """Write each entry alone; drop (and count) the ones the database refuses, keep
@@ -192,8 +228,9 @@ class UsageWriter:
             log.error("usage: %d record(s) could not be written at shutdown", len(self.pending))
 
     def discard(self) -> None:
-        """Forget queued entries (tests, between cases)."""
+        """Forget queued entries and any outage (tests, between cases)."""
         self.pending.clear()
+        self.failing_since = None
 
 
 writer = UsageWriter()

@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import path
 
+from axonflow_site import shared
 from console import live
 from tenants.access import require_role
 from usage.metrics import DEFAULT_WINDOW, WINDOWS
@@ -13,11 +14,13 @@ from usage.metrics import DEFAULT_WINDOW, WINDOWS
 
 @require_role()
 def status_board(request: HttpRequest) -> HttpResponse:
-    """Every card now, over the chosen window; the page's socket swaps in each change."""
+    """Every card now, over the chosen window; the page's socket swaps in each change.
+    A banner says when the shared layer (Redis) is unreachable (axonflow_site/shared.py)."""
     window = request.GET.get("window", DEFAULT_WINDOW)
     window = window if window in WINDOWS else DEFAULT_WINDOW
     cards = live.snapshot(request.tenant.pk, window)
-    return render(request, "console/board.html", {"cards": cards, "window": window, "windows": list(WINDOWS)})
+    context = {"cards": cards, "window": window, "windows": list(WINDOWS), "shared_layer": shared.check()}
+    return render(request, "console/board.html", context)
 
 
 urlpatterns = [

@@ -85,7 +85,7 @@ class SharedLayerSerializer(serializers.Serializer):
 class StatusSerializer(serializers.Serializer):
     window = serializers.CharField(help_text=", ".join(WINDOWS))
     generated_at = serializers.DateTimeField()
-    shared_layer = SharedLayerSerializer(help_text="the Redis layer that several instances share (this instance's view)")
+    shared_layer = SharedLayerSerializer(help_text="Redis, which the instances share (as this instance sees it)")
     providers = ProviderStatusSerializer(many=True)
 
 

@@ -7,6 +7,13 @@ that routing/health/probes.py stores the change (unhealthy, source `traffic`) an
 announces it, off the request path. After the cooldown the circuit is half-open: the
 next probe or trial request decides whether it closes.
 
+Circuits are shared: every open and close is also published to the other server
+processes (routing/peers.py), with the opening time on the wall clock, and each applies
+it to its own table (`apply_peer_change`, converted to its monotonic clock), so a
+provider tripped through one instance stops receiving traffic from all of them, with
+the same cooldown and half-open trial. Only the process where it happened stores and
+announces the change.
+
 `record_attempt` and `is_circuit_open` are synchronous, in-memory and cheap: they run
 on the router's hot path, in async code, and never touch the database themselves.
 The per-tenant thresholds are cached here too (`thresholds_for`), loaded off the path.
@@ -21,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from axonflow_site import events
+from routing import peers
 from routing.health import db_thread
 from routing.health.status import DEFAULT_THRESHOLDS, Thresholds, parse_thresholds
 
@@ -28,6 +36,7 @@ log = logging.getLogger("axonflow.health")
 
 THRESHOLDS_TTL_SECONDS = 60.0
 CREDENTIALS_REJECTED = "credentials rejected"  # how a circuit opened by a 401/403 says why
+PEER_KIND = "circuit"  # routing/peers.py HANDLERS
 clock = time.monotonic  # the breaker's clock; tests replace it
 
 
@@ -48,6 +57,7 @@ class _Circuit:
     tenant_id: int
     attempts: deque  # (monotonic time, ok), newest last
     opened_at: float | None = None  # set while open or half-open
+    reason: str = ""  # CREDENTIALS_REJECTED when a 401/403 opened it
 
 
 _circuits: dict[int, _Circuit] = {}
@@ -97,6 +107,7 @@ def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float
             if now - circuit.opened_at < t.circuit_cooldown_seconds:
                 return
             circuit.opened_at = None if ok else now
+            circuit.reason = ""
             change = "closed" if ok else "opened"
             detail = "trial request succeeded" if ok else f"trial request failed: {error}"
         else:
@@ -111,9 +122,11 @@ def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float
                 return
             detail = f"{failures} of the last {len(attempts)} requests failed; last error: {error}"
             circuit.opened_at = now
+            circuit.reason = ""
             attempts.clear()
             change = "opened"
     log.warning("provider %s: circuit %s (%s)", provider_id, change, detail[:200])
+    _share(tenant_id, provider_id, now, change == "opened", "")
     events.circuit_changed.send(
         sender=None,
         tenant_id=tenant_id,
@@ -138,9 +151,11 @@ def reject_credentials(tenant_id: int, provider_id: int, latency_ms: float, erro
         if circuit.opened_at is not None and now - circuit.opened_at < t.circuit_cooldown_seconds:
             return
         circuit.opened_at = now
+        circuit.reason = CREDENTIALS_REJECTED
         circuit.attempts.clear()
     detail = f"{CREDENTIALS_REJECTED}: {error}"
     log.warning("provider %s: circuit opened (%s)", provider_id, detail[:200])
+    _share(tenant_id, provider_id, now, True, CREDENTIALS_REJECTED)
     events.circuit_changed.send(
         sender=None, tenant_id=tenant_id, provider_id=provider_id, opened=True, detail=detail, latency_ms=latency_ms
     )
@@ -156,13 +171,64 @@ def is_circuit_open(provider_id: int) -> bool:
     return clock() - circuit.opened_at < t.circuit_cooldown_seconds
 
 
+def circuit_reason(provider_id: int) -> str | None:
+    """Why the circuit is open or half-open (CREDENTIALS_REJECTED, or "" for an error
+    share), or None when it is closed."""
+    circuit = _circuits.get(provider_id)
+    return None if circuit is None or circuit.opened_at is None else circuit.reason
+
+
 def close_circuit(provider_id: int) -> None:
-    """A probe closed the circuit: forget this process's open state and old attempts."""
+    """A probe closed the circuit: forget this process's open state and old attempts,
+    and tell the other processes."""
     with _lock:
         circuit = _circuits.get(provider_id)
-        if circuit is not None:
-            circuit.opened_at = None
-            circuit.attempts.clear()
+        if circuit is None:
+            return
+        was_open = circuit.opened_at is not None
+        circuit.opened_at = None
+        circuit.reason = ""
+        circuit.attempts.clear()
+    if was_open:
+        _share(circuit.tenant_id, provider_id, clock(), False, "")
+
+
+# --- shared with the other processes ----------------------------------------------------------
+
+
+def _share(tenant_id: int, provider_id: int, at: float, opened: bool, reason: str) -> None:
+    """Publish a change made here (`at` on this process's clock, sent as wall-clock time:
+    monotonic clocks mean nothing in another process)."""
+    wall = time.time() - (clock() - at)
+    payload = {"tenant_id": tenant_id, "provider_id": provider_id, "opened": opened, "at": wall, "reason": reason}
+    peers.publish(PEER_KIND, payload)
+
+
+def apply_peer_change(payload: dict) -> None:
+    """Another process opened or closed a provider's circuit: hold the same state here,
+    with the same cooldown (counted from when it opened there), without storing or
+    announcing it again. A change older than this process's own last one is ignored."""
+    tenant_id, provider_id = int(payload["tenant_id"]), int(payload["provider_id"])
+    age = max(0.0, time.time() - float(payload["at"]))  # clocks of two hosts may disagree a little
+    at = clock() - age
+    t = _cached_thresholds(tenant_id)
+    with _lock:
+        circuit = _circuits.get(provider_id)
+        if circuit is None:
+            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        if payload["opened"]:
+            if circuit.opened_at is not None and circuit.opened_at >= at:
+                return
+            circuit.opened_at, circuit.reason = at, str(payload.get("reason") or "")
+        else:
+            if circuit.opened_at is None or circuit.opened_at > at:
+                return
+            circuit.opened_at, circuit.reason = None, ""
+        circuit.attempts.clear()
+    log.info(
+        "provider %s: circuit %s in another process %.1f ms ago",
+        provider_id, "opened" if payload["opened"] else "closed", age * 1000,
+    )  # fmt: skip
 
 
 def reset() -> None:

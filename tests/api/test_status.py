@@ -120,6 +120,13 @@ def test_it_shows_a_circuit_opened_by_traffic(acme_api, acme, make_provider):
     assert provider["last_check"]["source"] == "traffic"
 
 
+def test_it_says_whether_the_shared_layer_is_up(acme_api, settings):
+    """Redis up when configured (CI), not configured by default; down: tests/test_redis_down.py."""
+    body = acme_api.get("/api/v1/status/").json()
+    configured = bool(settings.REDIS_URL)
+    assert body["shared_layer"] == {"configured": configured, "up": configured, "down_since": None}
+
+
 @pytest.mark.parametrize("window", ["1m", "5M", "", "24h;drop table", "x" * 500])
 def test_it_rejects_an_unknown_window(acme_api, acme, make_provider, window):
     make_provider(acme, name="a")

@@ -172,6 +172,21 @@ def test_a_failing_provider_with_a_good_history_is_cut_off_within_ten_requests(f
     assert changes == [(7, True)]
 
 
+def test_a_receiver_that_raises_never_fails_the_request_that_opened_the_circuit(fake_breaker, caplog):
+    from axonflow_site import events
+
+    def broken(sender, **kwargs):
+        raise RuntimeError("board is down")
+
+    events.circuit_changed.connect(broken, weak=False, dispatch_uid="test-broken-receiver")
+    try:
+        attempts([False] * 10)  # raises nothing
+    finally:
+        events.circuit_changed.disconnect(dispatch_uid="test-broken-receiver")
+    assert breaker.is_circuit_open(7)
+    assert "circuit change receiver" in caplog.text and "board is down" in caplog.text
+
+
 def test_half_the_requests_failing_opens_the_circuit(fake_breaker):
     clock, _ = fake_breaker
     attempts([True, False] * 5, clock=clock)

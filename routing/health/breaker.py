@@ -126,15 +126,7 @@ def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float
             attempts.clear()
             change = "opened"
     log.warning("provider %s: circuit %s (%s)", provider_id, change, detail[:200])
-    _share(tenant_id, provider_id, now, change == "opened", "")
-    events.circuit_changed.send(
-        sender=None,
-        tenant_id=tenant_id,
-        provider_id=provider_id,
-        opened=change == "opened",
-        detail=detail,
-        latency_ms=latency_ms,
-    )
+    _announce(tenant_id, provider_id, now, change == "opened", "", detail, latency_ms)
 
 
 def reject_credentials(tenant_id: int, provider_id: int, latency_ms: float, error: str) -> None:
@@ -155,10 +147,23 @@ def reject_credentials(tenant_id: int, provider_id: int, latency_ms: float, erro
         circuit.attempts.clear()
     detail = f"{CREDENTIALS_REJECTED}: {error}"
     log.warning("provider %s: circuit opened (%s)", provider_id, detail[:200])
-    _share(tenant_id, provider_id, now, True, CREDENTIALS_REJECTED)
-    events.circuit_changed.send(
-        sender=None, tenant_id=tenant_id, provider_id=provider_id, opened=True, detail=detail, latency_ms=latency_ms
-    )
+    _announce(tenant_id, provider_id, now, True, CREDENTIALS_REJECTED, detail, latency_ms)
+
+
+def _announce(
+    tenant_id: int, provider_id: int, at: float, opened: bool, reason: str, detail: str, latency_ms: float
+) -> None:
+    """Tell the other processes and this one's receivers (storage, the board). This runs
+    on a request's path: nothing a receiver or Redis does may fail the request."""
+    try:
+        _share(tenant_id, provider_id, at, opened, reason)
+    except Exception:
+        log.exception("provider %s: circuit change not shared", provider_id)
+    for receiver, result in events.circuit_changed.send_robust(
+        sender=None, tenant_id=tenant_id, provider_id=provider_id, opened=opened, detail=detail, latency_ms=latency_ms
+    ):
+        if isinstance(result, Exception):
+            log.error("provider %s: circuit change receiver %r failed: %r", provider_id, receiver, result)
 
 
 def is_circuit_open(provider_id: int) -> bool:

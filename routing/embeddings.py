@@ -20,7 +20,7 @@ from providers.adapters.base import (
 from providers.pricing import actual_cost
 from routing.ratelimit import Limiter, get_limiter
 from routing.route import Caller, RouteResult
-from routing.router import Attempts, _ms
+from routing.attempts import Attempts, _ms
 from routing.selection import RoutingOptions
 
 if TYPE_CHECKING:

@@ -228,9 +228,10 @@ class UsageWriter:
             log.error("usage: %d record(s) could not be written at shutdown", len(self.pending))
 
     def discard(self) -> None:
-        """Forget queued entries and any outage (tests, between cases)."""
+        """Forget queued entries, any outage and the drop count (tests, between cases)."""
         self.pending.clear()
         self.failing_since = None
+        self.dropped = self._dropped_logged = 0
 
 
 writer = UsageWriter()

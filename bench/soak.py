@@ -1,6 +1,7 @@
 """Soak: 200 concurrent clients for 60 s against /v1/chat/completions (`model: auto`,
-two OpenAI-type providers on the fake upstream) while 10 % of upstream calls fail at
-random (each provider with its own fault kinds). Reports the success rate, latency
+three OpenAI-type providers on the fake upstream) while about 10 % of upstream calls
+fail at random: two providers fail 15 % of their calls each (with their own rotating
+fault kinds, connection resets included), the third is healthy. Reports the success rate, latency
 (p50/p99, and what the gateway adds over the upstream at the same concurrency,
 measured right after), and the gateway's memory at the start, during and at the end.
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +30,8 @@ from bench import run  # noqa: E402
 
 # Mixed faults that fail fast or slow, on the first byte or mid-body.
 FAULTS = {"p0": ["500", "503", "reset"], "p1": ["502", "malformed", "missing_fields"]}
+if os.environ.get("SOAK_FAULTS"):
+    FAULTS = json.loads(os.environ["SOAK_FAULTS"])
 
 
 def configure(stack: run.Stack, label: str, **behaviour) -> None:
@@ -56,9 +61,19 @@ def sample_memory(stack: run.Stack, samples: list, stop: threading.Event) -> Non
         samples.append((round(time.monotonic() - started), round(stack.rss_kb()[0] / 1024, 1)))
 
 
-def soak(seconds: float, connections: int, rate: float) -> dict:
+def hold_breaker_closed(env: dict) -> None:
+    """Trip circuits only when every recent attempt failed, so every injected fault
+    reaches the failover loop instead of the breaker taking a flaky provider out."""
+    code = "from tenants.models import Tenant; Tenant.objects.filter(slug='bench').update(" \
+        "health_settings={'traffic_error_rate': 1.0})"
+    subprocess.run([run.PY, "manage.py", "shell", "-c", code], cwd=run.ROOT, env=env, check=True)
+
+
+def soak(seconds: float, connections: int, rate: float, hold_breaker: bool = False) -> dict:
     env = run.bench_env(None)
-    with run.Stack(env, providers=2) as stack:
+    with run.Stack(env, providers=3) as stack:
+        if hold_breaker:
+            hold_breaker_closed(env)
         run.warm_up(stack)
         baseline_direct = run.wrk(stack, "direct", connections, 5)  # opens the connections
         run.wrk(stack, "v1_auto", connections, 5)
@@ -81,10 +96,12 @@ def soak(seconds: float, connections: int, rate: float) -> dict:
             configure(stack, label, failure_rate=0)
         rss_end, rss_peak = (kb / 1024 for kb in stack.rss_kb())
         direct = run.wrk(stack, "direct", connections, 10)
-    upstream_calls = sum(after[k].get("total", 0) - before.get(k, {}).get("total", 0) for k in FAULTS)
-    upstream_failed = sum(after[k].get("failed", 0) - before.get(k, {}).get("failed", 0) for k in FAULTS)
+    labels = [k for k in after if k.startswith("p")]
+    upstream_calls = sum(after[k].get("total", 0) - before.get(k, {}).get("total", 0) for k in labels)
+    upstream_failed = sum(after[k].get("failed", 0) - before.get(k, {}).get("failed", 0) for k in labels)
     failed = result["errors"] + result["non2xx"]
     return {
+        "breaker": "held closed" if hold_breaker else "defaults",
         "seconds": seconds,
         "connections": connections,
         "requests": result["requests"],
@@ -112,7 +129,7 @@ def soak(seconds: float, connections: int, rate: float) -> dict:
 def markdown(r: dict) -> str:
     return "\n".join(
         [
-            "| figure | value |",
+            f"| figure | value (circuit breaker: {r['breaker']}) |",
             "|---|---|",
             f"| requests ({r['connections']} clients, {r['seconds']:g} s) | {r['requests']:,} ({r['rps']:,} req/s) |",
             f"| upstream calls failed (injected) | {r['upstream_failed']:,} of {r['upstream_calls']:,} "
@@ -133,13 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--failure-rate", type=float, default=0.1)
+    parser.add_argument("--failure-rate", type=float, default=0.15, help="of each failing provider's calls")
+    parser.add_argument("--hold-breaker", action="store_true", help="keep circuits closed: every fault meets failover")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
-    result = soak(args.seconds, args.connections, args.failure_rate)
+    result = soak(args.seconds, args.connections, args.failure_rate, args.hold_breaker)
     run.RESULTS.mkdir(parents=True, exist_ok=True)
-    (run.RESULTS / "soak.json").write_text(json.dumps(result, indent=2))
+    name = "soak-held.json" if args.hold_breaker else "soak.json"
+    (run.RESULTS / name).write_text(json.dumps(result, indent=2))
     print(markdown(result))
 
 

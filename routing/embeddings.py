@@ -18,9 +18,9 @@ from providers.adapters.base import (
     Usage,
 )
 from providers.pricing import actual_cost
+from routing.attempts import Attempts, _ms
 from routing.ratelimit import Limiter, get_limiter
 from routing.route import Caller, RouteResult
-from routing.attempts import Attempts, _ms
 from routing.selection import RoutingOptions
 
 if TYPE_CHECKING:

@@ -88,6 +88,14 @@ def _load_thresholds(tenant_id: int) -> None:
         thresholds_for(tenant)
 
 
+def _circuit(tenant_id: int, provider_id: int, t: Thresholds) -> _Circuit:
+    """The provider's circuit, created closed on first use (call holding _lock)."""
+    circuit = _circuits.get(provider_id)
+    if circuit is None:
+        circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+    return circuit
+
+
 def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float, error: str = "") -> None:
     """Passive health: the router reports every attempt's outcome here.
 
@@ -100,9 +108,7 @@ def record_attempt(tenant_id: int, provider_id: int, ok: bool, latency_ms: float
     t = _cached_thresholds(tenant_id)
     now = clock()
     with _lock:
-        circuit = _circuits.get(provider_id)
-        if circuit is None:
-            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        circuit = _circuit(tenant_id, provider_id, t)
         if circuit.opened_at is not None:
             if now - circuit.opened_at < t.circuit_cooldown_seconds:
                 return
@@ -137,9 +143,7 @@ def reject_credentials(tenant_id: int, provider_id: int, latency_ms: float, erro
     t = _cached_thresholds(tenant_id)
     now = clock()
     with _lock:
-        circuit = _circuits.get(provider_id)
-        if circuit is None:
-            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        circuit = _circuit(tenant_id, provider_id, t)
         if circuit.opened_at is not None and now - circuit.opened_at < t.circuit_cooldown_seconds:
             return
         circuit.opened_at = now
@@ -218,9 +222,7 @@ def apply_peer_change(payload: dict) -> None:
     at = clock() - age
     t = _cached_thresholds(tenant_id)
     with _lock:
-        circuit = _circuits.get(provider_id)
-        if circuit is None:
-            circuit = _circuits[provider_id] = _Circuit(tenant_id, deque(maxlen=t.traffic_sample_size))
+        circuit = _circuit(tenant_id, provider_id, t)
         if payload["opened"]:
             if circuit.opened_at is not None and circuit.opened_at >= at:
                 return

@@ -109,8 +109,8 @@ class Watch:
     upstream call, which closes its connection, and the router records the request as
     client_cancelled. Watching costs a task, so it starts only once the request has run
     WATCH_AFTER_SECONDS (a client gone before then is seen at once): a quick answer
-    costs one timer. Create once the body has been read (the watcher takes every later
-    message); `stop()` when done."""
+    costs one timer. Enter once the body has been read (the watcher takes every later
+    message): `with Watch(receive): …`."""
 
     __slots__ = ("receive", "task", "timer", "watcher", "gone")
 
@@ -130,10 +130,19 @@ class Watch:
         self.gone = True
         self.task.cancel()
 
-    def stop(self) -> None:
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        """Stop watching; swallow the cancellation this watch caused (and only that one:
+        the server's own, at shutdown, goes on)."""
         self.timer.cancel()
         if self.watcher is not None:
             self.watcher.cancel()
+        if kind is asyncio.CancelledError and self.gone:
+            self.task.uncancel()
+            return True
+        return False
 
 
 async def chat(scope, receive, send, request_id: str) -> None:
@@ -143,8 +152,7 @@ async def chat(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    watch = Watch(receive)
-    try:
+    with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
             await stream_chat(send, stream, request_id, include_usage)
@@ -152,12 +160,6 @@ async def chat(scope, receive, send, request_id: str) -> None:
         result = await router.complete(snapshot, completion, options, caller)
         extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
         await send_json(send, 200, wire.completion_body(result, request_id), extra)
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise  # the server's own cancellation (shutdown): not ours to swallow
-        watch.task.uncancel()
-    finally:
-        watch.stop()
 
 
 async def embed(scope, receive, send, request_id: str) -> None:
@@ -166,17 +168,10 @@ async def embed(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    watch = Watch(receive)
-    try:
+    with Watch(receive):
         answer = await embeddings.embed(snapshot, request, options, caller)
         extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
         await send_json(send, 200, embeddings_body(answer, encoding), extra)
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        watch.task.uncancel()
-    finally:
-        watch.stop()
 
 
 async def messages(scope, receive, send, request_id: str) -> None:
@@ -187,8 +182,7 @@ async def messages(scope, receive, send, request_id: str) -> None:
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
     caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
-    watch = Watch(receive)
-    try:
+    with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
             encoder = anthropic_wire.MessageStream(request_id, stream.answering_model)
@@ -197,12 +191,6 @@ async def messages(scope, receive, send, request_id: str) -> None:
         result = await router.complete(snapshot, completion, options, caller, endpoint="messages")
         extra = [(b"x-axonflow-provider", result.provider_name.encode()), (b"x-request-id", request_id.encode())]
         await send_json(send, 200, anthropic_wire.message_body(result.response, request_id, model), extra)
-    except asyncio.CancelledError:
-        if not watch.gone:
-            raise
-        watch.task.uncancel()
-    finally:
-        watch.stop()
 
 
 async def stream_chat(send, stream: RouteStream, request_id: str, include_usage: bool) -> None:

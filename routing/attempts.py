@@ -291,7 +291,7 @@ class Attempts:
         attempts = [a.as_dict() for a in self.attempts]
         tried = [a for a in self.attempts if a.outcome != "rate_limited"]
         now = retry.clock()
-        quiet = [w for w in self.limited.values()]
+        quiet = list(self.limited.values())
         quiet += [retry.cooling_for(c.id, now) for c in self.initial if c.cooling]
         if tried and all(a.outcome == "http_429" for a in tried):
             quiet += [retry.cooling_for(a.provider_id, now) or 1.0 for a in tried if a.provider_id is not None]

@@ -21,6 +21,8 @@ STARTUP: tuple[str, ...] = (
     "routing.cache.start_invalidation_listener",
     "routing.health.worker.start_in_process_worker",  # AXONFLOW_HEALTH_IN_PROCESS only
     "usage.writer.start_usage_writer",
+    "axonflow_site.metrics.start_metrics",
+    "axonflow_site.tracing.start_tracing",  # OTEL_* set and the otel extra installed only
     "axonflow_site.mount.freeze_startup_objects",  # last: everything alive now is kept
 )
 # The server has stopped accepting and given the requests in flight its grace period
@@ -38,6 +40,8 @@ SHUTDOWN: tuple[str, ...] = (
     # circuit changes), then every usage record and metric still in memory.
     "routing.health.db_thread.aflush",
     "usage.writer.flush_usage",
+    "axonflow_site.metrics.stop_metrics",
+    "axonflow_site.tracing.stop_tracing",  # exports the spans still queued
 )
 
 

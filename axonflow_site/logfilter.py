@@ -113,3 +113,25 @@ class ScrubSecretsFilter(logging.Filter):
             piecewise = ""
         if not piecewise or scrub(piecewise) != piecewise:
             record.msg, record.args = merged_clean, None
+
+
+class JsonScrubbingFormatter(ScrubbingFormatter):
+    """LOG_FORMAT=json: one JSON object a line, by python-json-logger, scrubbed whole:
+    timestamp (ISO 8601, UTC), level, logger, message, request_id, tenant, provider (from
+    axonflow_site.context.RequestFields), exc_info when there is one, and any `extra`."""
+
+    def __init__(self) -> None:
+        from pythonjsonlogger.core import RESERVED_ATTRS
+        from pythonjsonlogger.json import JsonFormatter
+
+        super().__init__()
+        self.json = JsonFormatter(
+            "{levelname}{name}{message}{request_id}{tenant}{provider}",
+            style="{",
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp=True,
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's coloured copy of the message
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.json.format(record))

@@ -1,8 +1,12 @@
 """What serves which path: the HTTP application axonflow_site/asgi.py installs.
 
     /v1/*    routing.v1.app.openai_app (the lean OpenAI-compatible handler)
+    /metrics routing.scrape.metrics_app (Prometheus, for a bearer token)
     /api/*   Django, through APIHandler: the REST API without the console's middleware
     else     Django with settings.MIDDLEWARE (console, admin, static files)
+
+Every request gets its id first (axonflow_site/context.py: the client's X-Request-ID
+when well formed, else a new one), which every response carries back.
 
 Every HTTP request first passes the body limit (`mount`, `counting_receive`): a
 declared Content-Length over AXONFLOW_MAX_BODY_BYTES is answered 413
@@ -30,7 +34,9 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpResponse
 
+from axonflow_site import context, metrics
 from axonflow_site.errors import AxonFlowError, PayloadTooLarge, ValidationFailed
+from routing.scrape import metrics_app
 from routing.v1 import wire
 from routing.v1.app import openai_app
 
@@ -44,8 +50,9 @@ UNWIND_SECONDS = 5.0  # at shutdown, how long requests the server cancelled get 
 log = logging.getLogger("axonflow.lifespan")
 
 # HTTP requests being served now (websockets aside): what the shutdown waits for before
-# the usage flush.
+# the usage flush, and the axonflow_in_flight_requests gauge.
 in_flight = 0
+metrics.sample(metrics.IN_FLIGHT_REQUESTS, lambda: in_flight)
 
 # The REST API authenticates by token and keeps no session: of settings.MIDDLEWARE it
 # needs only SecurityMiddleware's headers. The console's stack (sessions, CSRF,
@@ -178,7 +185,7 @@ def counting_receive(receive, limit: int):
     return limited
 
 
-async def send_refusal(send, error: AxonFlowError, v1: bool) -> None:
+async def send_refusal(send, error: AxonFlowError, v1: bool, request_id: str) -> None:
     """The envelope (with OpenAI's fields on /v1), closing the connection: the client
     may still be sending the body we will not read."""
     body = wire.error_body(error) if v1 else json.dumps(error.envelope()).encode()
@@ -186,9 +193,25 @@ async def send_refusal(send, error: AxonFlowError, v1: bool) -> None:
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
+        (context.HEADER, request_id.encode()),
     ]
     await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_request_id(send, request_id: str):
+    """`send`, adding X-Request-ID to the response unless the application set one."""
+    value = request_id.encode()
+
+    async def sending(message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", ()))
+            if not any(key.lower() == context.HEADER for key, _ in headers):
+                headers.append((context.HEADER, value))
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 def mount(django_app):
@@ -204,31 +227,35 @@ def mount(django_app):
         try:
             path = scope["path"]
             v1 = path.startswith("/v1/") or path == "/v1"
+            # /v1 begins its own (openai_app is served alone in tests); a refusal here begins it early.
+            request_id = "" if v1 else context.begin(scope).request_id
             limit = settings.AXONFLOW_MAX_BODY_BYTES
             try:
                 length = declared_length(scope)
             except ValidationFailed as exc:
-                await send_refusal(send, exc, v1)
+                await send_refusal(send, exc, v1, request_id or context.begin(scope).request_id)
                 return
             if length is not None and length > limit:
-                await send_refusal(send, too_large(limit, length), v1)
+                await send_refusal(send, too_large(limit, length), v1, request_id or context.begin(scope).request_id)
                 return
             counted = length is None  # with a Content-Length, the server delivers no more than it
             if counted:
                 receive = counting_receive(receive, limit)
             try:
                 if v1:
-                    await openai_app(scope, receive, send)  # refuses an over-long body itself
+                    await openai_app(scope, receive, send)  # refuses an over-long body itself; sets the id
+                elif path == "/metrics":
+                    await metrics_app(scope, receive, with_request_id(send, request_id))
                 elif path.startswith("/api/"):
-                    await api_app(scope, receive, send)
+                    await api_app(scope, receive, with_request_id(send, request_id))
                 else:
-                    await django_app(scope, receive, send)
+                    await django_app(scope, receive, with_request_id(send, request_id))
             except PayloadTooLarge as exc:
                 # Raised by counting_receive while Django reads the body, which it does
                 # before it runs anything or answers.
                 if not counted:
                     raise
-                await send_refusal(send, exc, v1)
+                await send_refusal(send, exc, v1, request_id or context.begin(scope).request_id)
         finally:
             in_flight -= 1
 

@@ -244,6 +244,17 @@ AXONFLOW_USAGE_BATCH_SIZE = env.int("AXONFLOW_USAGE_BATCH_SIZE", default=500)
 # "Shutdown"). `manage.py serve` hands it to uvicorn as timeout_graceful_shutdown.
 AXONFLOW_SHUTDOWN_GRACE_SECONDS = _whole("AXONFLOW_SHUTDOWN_GRACE_SECONDS", 30, minimum=1)
 
+# Observability (docs/observability.md). GET /metrics exists only with a token; several
+# worker processes share their metrics through PROMETHEUS_MULTIPROC_DIR (read by
+# prometheus-client itself, at import). Traces: the optional `axonflow[otel]` extra and
+# the standard OTEL_* variables (axonflow_site/tracing.py).
+AXONFLOW_METRICS = env.bool("AXONFLOW_METRICS", default=True)
+AXONFLOW_METRICS_TOKEN = env.str("AXONFLOW_METRICS_TOKEN", default="")
+AXONFLOW_METRICS_TENANT_LABELS = env.bool("AXONFLOW_METRICS_TENANT_LABELS", default=True)
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
+
 # Completion request limits.
 # Every HTTP path (axonflow_site/mount.py): a longer body is refused with 413 before it
 # is read. Django keeps a body up to FILE_UPLOAD_MAX_MEMORY_SIZE in memory and spools a
@@ -374,21 +385,31 @@ SPECTACULAR_SETTINGS = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"scrub_secrets": {"()": "axonflow_site.logfilter.ScrubSecretsFilter"}},
+    "filters": {
+        "scrub_secrets": {"()": "axonflow_site.logfilter.ScrubSecretsFilter"},
+        "request_fields": {"()": "axonflow_site.context.RequestFields"},
+    },
     "formatters": {
         "plain": {
             "()": "axonflow_site.logfilter.ScrubbingFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
-        }
+        },
+        # One JSON object a line: timestamp, level, logger, message, request_id, tenant,
+        # provider (and exc_info when there is one), scrubbed like the plain lines.
+        "json": {"()": "axonflow_site.logfilter.JsonScrubbingFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_fields"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "axes": {"level": "WARNING"},  # failures and lockouts; not every sign-in, not a banner at start
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.server": {"handlers": [], "propagate": True},
-        "uvicorn.error": {"filters": ["scrub_secrets"]},
-        "uvicorn.access": {"filters": ["scrub_secrets"]},
+        # uvicorn's own handlers are replaced by ours, so that LOG_FORMAT holds for its
+        # lines too (the access line is written in the request's task: it carries the id).
+        "uvicorn.error": {"handlers": ["console"], "propagate": False, "filters": ["scrub_secrets"]},
+        "uvicorn.access": {"handlers": ["console"], "propagate": False, "filters": ["scrub_secrets"]},
     },
 }

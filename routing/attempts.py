@@ -12,6 +12,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from axonflow_site import tracing
+from axonflow_site.context import set_provider
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed
 from providers.adapters.base import CompletionRequest, ProviderError, ProviderTimeout, credentials_rejected
 from routing import pool as pools
@@ -54,6 +56,7 @@ def account(
     trace: Callable[[], dict] | None = None,
     model_requested: str = "",
     endpoint: str = "chat",
+    ttft_ms: float | None = None,
 ) -> None:
     """The router's one exit to usage: queue the Entry for a request that was served
     (`result`) or failed (`error`; `config` names the provider when a stream broke
@@ -77,7 +80,14 @@ def account(
         model_requested=model_requested,
         trace=trace,
         endpoint=endpoint,
+        tenant=caller.tenant,
+        ttft_ms=ttft_ms,
     )
+    if caller.received and not stream:
+        entry.elapsed_ms = (time.perf_counter() - caller.received) * 1000
+    if tracing.tracer is not None and trace is not None:
+        entry.trace = trace()  # built once, here, for the span event too
+        tracing.event("axonflow.routing.decision", decision(entry.trace, attempts))
     if result is not None:
         usage = result.response.usage
         entry.provider_id, entry.provider_name, entry.model = result.config.pk, result.config.name, result.response.model
@@ -90,7 +100,22 @@ def account(
         elif tried:
             entry.provider_id, entry.provider_name = tried[-1].provider_id, tried[-1].provider
         entry.status_code, entry.error_code = error.http_status, error.code
+        set_provider(entry.provider_name)
     usage_writer.add(entry)
+
+
+def decision(built: dict, attempts: list[Attempt]) -> dict[str, Any]:
+    """The routing trace as span event attributes (names, reasons and outcomes only)."""
+    rows = built.get("candidates", [])
+    draw = built.get("draw") or {}
+    return {
+        "axonflow.pool": built.get("pool"),
+        "axonflow.candidates": [r["provider"] for r in rows if not r["excluded"]],
+        "axonflow.excluded": [f"{r['provider']}: {r['excluded']}" for r in rows if r["excluded"]],
+        "axonflow.draw.method": draw.get("method"),
+        "axonflow.draw.chosen": draw.get("chosen"),
+        "axonflow.attempts": [f"{a.provider}: {a.outcome}" for a in attempts],
+    }
 
 
 class Attempts:
@@ -122,6 +147,7 @@ class Attempts:
         self.model = ""  # the upstream model of the attempt in progress
         self.waited: float | None = None  # the backoff before the attempt in progress, if a re-send
         self.resendable: dict[int, tuple[Candidate, float]] = {}  # failed retryably: (candidate, its Retry-After)
+        self.endpoint = "chat"  # chat, messages or embeddings: set by answer()
         self.started = time.perf_counter()
         self.deadline = self.started + self.policy.deadline_seconds
         budget = retry.budget_for(snapshot.tenant_id)
@@ -205,16 +231,11 @@ class Attempts:
             start = time.perf_counter()
             left = self.deadline - start
             try:
-                if left < config.timeout_seconds:  # the adapter's own clocks would outlive the request
-                    try:
-                        async with asyncio.timeout(left):
-                            answer = await call(self.snapshot.adapter(config), model)
-                    except TimeoutError:
-                        raise ProviderTimeout(
-                            config.name, f"the request's deadline of {self.policy.deadline_seconds:g} s passed"
-                        ) from None
-                else:
-                    answer = await call(self.snapshot.adapter(config), model)
+                with tracing.attempt(
+                    config.type, config.name, config.base_url, self.model, self.endpoint, self.waited is not None
+                ) as span:
+                    answer = await self._call(call, config, model, left)
+                    tracing.answered(span, answer)
             except (ProviderError, AxonFlowError) as exc:
                 self.failed(config, exc, start)
                 if isinstance(exc, ProviderError) and not exc.retryable:
@@ -229,6 +250,17 @@ class Attempts:
             return config, model, answer
         return None
 
+    async def _call(self, call, config: ProviderConfig, model: str | None, left: float) -> Any:
+        if left >= config.timeout_seconds:
+            return await call(self.snapshot.adapter(config), model)
+        try:  # the adapter's own clocks would outlive the request
+            async with asyncio.timeout(left):
+                return await call(self.snapshot.adapter(config), model)
+        except TimeoutError:
+            raise ProviderTimeout(
+                config.name, f"the request's deadline of {self.policy.deadline_seconds:g} s passed"
+            ) from None
+
     async def answer(
         self,
         call: Callable[[Any, str | None], Awaitable[Any]],
@@ -241,6 +273,7 @@ class Attempts:
         """`first_answer`, with the usage record of every way it can end but an answer:
         raises the error of a request that ran out of providers, and re-raises the
         cancellation of one whose client left (client_cancelled)."""
+        self.endpoint = endpoint
         try:
             answered = await self.first_answer(call)
         except asyncio.CancelledError:
@@ -282,6 +315,7 @@ class Attempts:
         latency = _ms(start)
         waited = None if self.waited is None else self.waited * 1000
         self.attempts.append(Attempt(config.name, "success", 200, latency, "", config.pk, self.model, waited))
+        set_provider(config.name)
         breaker.record_attempt(self.snapshot.tenant_id, config.pk, True, latency, "")
 
     def exhausted(self) -> AxonFlowError:

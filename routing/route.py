@@ -3,25 +3,15 @@ result the faces render. Plain data; the router (routing/router.py) fills them i
 
 from __future__ import annotations
 
-import itertools
-import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from axonflow_site.context import new_request_id  # noqa: F401 (the faces' import)
 from providers.adapters.base import CompletionResponse
 
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
-
-_REQUEST_PREFIX = secrets.token_hex(6)
-_request_numbers = itertools.count(1)
-
-
-def new_request_id() -> str:
-    """Unique per process start and request; cheaper than uuid4 (no syscall)."""
-    return f"{_REQUEST_PREFIX}{next(_request_numbers):012x}"
-
 
 def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     """Token counts as both APIs show them (OpenAI's field names)."""
@@ -65,6 +55,8 @@ class Caller:
     token_id: int | None = None
     request_id: str = ""
     store_prompts: bool = False
+    tenant: str = ""  # the tenant's slug (metrics, logs)
+    received: float = 0.0  # time.perf_counter() when the request arrived (0: not known)
 
 
 @dataclass(slots=True)

@@ -122,4 +122,5 @@ async def open_stream(
         model_requested=loop.pool.asked,
         endpoint=endpoint,
         upstream_model=model,
+        ttft_ms=_ms(loop.started),
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from axonflow_site import metrics
 from axonflow_site.errors import AxonFlowError, UpstreamFailed
 from providers.adapters.base import Chunk, CompletionRequest, CompletionResponse, ProviderError, Usage
 from providers.pricing import actual_cost, estimate_prompt_tokens
@@ -20,6 +21,10 @@ from routing.route import Attempt, Caller, RouteResult, route_dict
 if TYPE_CHECKING:
     from providers.models import ProviderConfig
     from routing.cache import TenantSnapshot
+
+
+open_streams = 0  # streams being relayed now (axonflow_in_flight_streams)
+metrics.sample(metrics.IN_FLIGHT_STREAMS, lambda: open_streams)
 
 
 class StreamFailed(Exception):
@@ -55,6 +60,7 @@ class RouteStream:
     finish_reason: str | None = None
     usage: Usage | None = None  # set when the stream has ended
     cost: Decimal = Decimal("0")
+    ttft_ms: float | None = None  # routing to the first chunk (metrics)
 
     @property
     def provider_name(self) -> str:
@@ -80,11 +86,14 @@ class RouteStream:
             trace=self.trace,
             model_requested=self.model_requested,
             endpoint=self.endpoint,
+            ttft_ms=self.ttft_ms,
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:
+        global open_streams
         usage_seen: Usage | None = None
         attempt = self.attempts[-1]
+        open_streams += 1
         try:
             pending = [self.first] if self.first is not None else []
             while True:
@@ -116,6 +125,7 @@ class RouteStream:
             self._record_failure(CANCELLED)
             raise
         finally:
+            open_streams -= 1
             await _close(self.rest)
         final = usage_seen or Usage(estimate_prompt_tokens(self.request), max(1, len("".join(self.text)) // 4))
         response = CompletionResponse("".join(self.text), self.answering_model, self.finish_reason, final)
@@ -131,6 +141,7 @@ class RouteStream:
             trace=self.trace,
             model_requested=self.model_requested,
             endpoint=self.endpoint,
+            ttft_ms=self.ttft_ms,
         )
 
 

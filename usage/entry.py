@@ -50,6 +50,11 @@ class Entry:
     # The routing trace: a dict, or a function returning one, which the writer thread
     # calls, so building it costs the request path nothing.
     trace: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
+    # For the metrics only (usage/observe.py), not stored:
+    tenant: str = ""  # the tenant's slug, the metrics' label
+    ttft_ms: float | None = None  # streams: routing to the first chunk
+    elapsed_ms: float | None = None  # non-streaming: request received to answer in hand
+    observed: bool = False  # counted in the metrics already (a requeued entry is not counted twice)
 
     def trace_dict(self) -> dict[str, Any]:
         """The trace as stored; a trace that cannot be built never holds up the record."""

@@ -46,9 +46,10 @@ from django.db import (
     connections,
 )
 
-from axonflow_site import events
+from axonflow_site import events, metrics
 from usage import store
 from usage.entry import Entry
+from usage.observe import observe
 
 log = logging.getLogger("axonflow.usage")
 
@@ -132,6 +133,10 @@ class UsageWriter:
             batch: list[Entry] = []
             while self.pending:
                 batch.append(self.pending.popleft())
+            try:
+                observe(batch)
+            except Exception:  # the metrics must never cost a usage record
+                log.exception("usage: metrics of %d records could not be counted", len(batch))
             by_tenant: dict[int, list[Entry]] = defaultdict(list)
             for entry in batch:
                 by_tenant[entry.tenant_id].append(entry)
@@ -147,9 +152,11 @@ class UsageWriter:
                                   tenant_id, len(entries))  # fmt: skip
                     written += self._write_one_by_one(tenant_id, entries)
                 except (OperationalError, InterfaceError) as exc:  # the database is away
+                    metrics.child(metrics.USAGE_WRITE_FAILURES, "database_away").inc()
                     self._failing(exc, len(batch))
                     self._requeue(entries)
                 except Exception:
+                    metrics.child(metrics.USAGE_WRITE_FAILURES, "failed").inc()
                     log.exception(
                         "usage write failed for tenant %s; %d records kept for retry", tenant_id, len(entries)
                     )
@@ -205,6 +212,7 @@ class UsageWriter:
     def _drop(self, count: int, why: str) -> None:
         """Count entries lost; log at most once every DROP_LOG_SECONDS."""
         self.dropped += count
+        metrics.child(metrics.USAGE_WRITE_FAILURES, "dropped").inc(count)
         now = time.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_SECONDS:
             log.error("usage: %d record(s) dropped since the last report (%s); %d in all since start",
@@ -235,6 +243,7 @@ class UsageWriter:
 
 
 writer = UsageWriter()
+metrics.sample(metrics.USAGE_QUEUE, lambda: len(writer.pending))
 
 
 async def start_usage_writer() -> None:

@@ -21,13 +21,14 @@ from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
+from axonflow_site import context
 from axonflow_site.errors import AxonFlowError
 from providers.adapters.base import CompletionRequest, Message
 from providers.models import ProviderConfig
 from routing import router
 from routing.api.completions import SSE_HEADERS, api_events, sse
 from routing.cache import get_snapshot
-from routing.route import Caller, new_request_id
+from routing.route import Caller
 from routing.selection import RoutingOptions
 from tenants.access import require_role
 from tenants.models import Role
@@ -92,7 +93,7 @@ def playground(request: HttpRequest) -> HttpResponse:
         body = {"error": {"code": "validation_error", "message": message, "details": {"fields": fields}}}
         return JsonResponse(body, status=400)
     completion, options = form.to_route()
-    request_id = new_request_id()
+    request_id = context.request_id()
     log_url = f"{reverse('console:requests')}?{urlencode({'request_id': request_id})}"
     return StreamingHttpResponse(
         route_events(request.tenant.pk, request_id, log_url, completion, options),
@@ -110,7 +111,7 @@ async def route_events(
     try:
         snapshot = await get_snapshot(tenant_id)
         router.validate_names(snapshot, options)
-        caller = Caller(tenant_id, None, request_id, snapshot.store_prompts)
+        caller = Caller(tenant_id, None, request_id, snapshot.store_prompts, snapshot.slug)
         stream = await router.open_stream(snapshot, completion, options, caller)
     except AxonFlowError as exc:
         yield sse("error", exc.envelope())

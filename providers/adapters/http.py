@@ -33,6 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.http_exceptions import HttpProcessingError
 
 from axonflow_site.errors import InvalidConfig
+from axonflow_site.tracing import with_traceparent
 from providers import egress, secrets
 from providers.adapters.base import (
     CHAT,
@@ -312,7 +313,7 @@ class Call:
                 response = await session.request(
                     method,
                     url,
-                    headers=headers,
+                    headers=with_traceparent(headers),  # the attempt's span, when tracing
                     json=json_body,
                     data=data,
                     timeout=self.clocks.client_timeout(),

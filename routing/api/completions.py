@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 
 from adrf.views import APIView
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 
+from axonflow_site import context
 from axonflow_site.errors import PayloadTooLarge, Unauthorized
 from providers.adapters.base import CompletionRequest, Message
 from routing import router
@@ -26,7 +28,7 @@ from routing.api.schema import APISchema
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer
 from routing.cache import get_snapshot
 from routing.ratelimit import check_tenant
-from routing.route import Caller, RouteResult, new_request_id, usage_dict
+from routing.route import Caller, RouteResult, usage_dict
 from routing.router import RouteStream, StreamFailed
 from routing.selection import RoutingOptions
 from tenants.authentication import BearerTokenAuthentication, HasCompletionsToken, TokenIdentity, identify
@@ -185,6 +187,7 @@ class CompletionsView(APIView):
         "`route.attempts` lists every provider tried.",
     )
     async def post(self, request):
+        started = time.perf_counter()
         check_body_size(request)
         if request._request.META.get("QUERY_STRING"):
             check_query(request, frozenset())
@@ -193,10 +196,13 @@ class CompletionsView(APIView):
         serializer = CompletionRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         identity: TokenIdentity = request.auth
+        context.set_tenant(identity.tenant_slug)
         snapshot = await get_snapshot(identity.tenant_id)
         completion, options = to_route(serializer.validated_data)
         router.validate_names(snapshot, options)
-        caller = Caller(identity.tenant_id, identity.token_id, new_request_id(), snapshot.store_prompts)
+        caller = Caller(
+            identity.tenant_id, identity.token_id, context.request_id(), snapshot.store_prompts, identity.tenant_slug, started
+        )
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
             headers = {**SSE_HEADERS, "X-AxonFlow-Provider": stream.provider_name, "X-Request-Id": caller.request_id}

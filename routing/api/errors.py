@@ -7,7 +7,11 @@ from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
+from axonflow_site import context as request_context
+from axonflow_site import metrics
 from axonflow_site.errors import AxonFlowError
+
+LIMITS = frozenset({"rate_limited", "budget_exceeded"})  # counted in axonflow_rejections_total
 
 DRF_CODES = {
     drf.ParseError: "validation_error",
@@ -29,6 +33,8 @@ def envelope(code: str, message: str, details: dict | None = None) -> dict:
 def exception_handler(exc, context):
     """DRF exception handler: AxonFlowError and DRF's own errors become the envelope."""
     if isinstance(exc, AxonFlowError):
+        if exc.code in LIMITS:
+            count_rejection(exc.code, context.get("request"))
         return Response(exc.envelope(), status=exc.http_status, headers=exc.headers)
     if isinstance(exc, Http404):
         return Response(envelope("not_found", "Not found."), status=404)
@@ -46,3 +52,10 @@ def exception_handler(exc, context):
         status = 401 if code == "unauthorized" else exc.status_code
         return Response(envelope(code, message, details), status=status, headers=headers)
     return None
+
+
+def count_rejection(reason: str, request) -> None:
+    served = request_context.current.get()
+    path = getattr(request, "path", "")
+    endpoint = "chat" if path.startswith("/api/v1/completions") else "api"
+    metrics.reject(served.tenant if served is not None else "", endpoint, reason)

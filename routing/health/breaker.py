@@ -180,6 +180,15 @@ def is_circuit_open(provider_id: int) -> bool:
     return clock() - circuit.opened_at < t.circuit_cooldown_seconds
 
 
+def circuit_state(provider_id: int) -> str:
+    """closed, open (the cooldown runs) or half_open (cooldown over, waiting for a
+    probe or an attempt to close it), as this process sees it (peers share changes)."""
+    circuit = _circuits.get(provider_id)
+    if circuit is None or circuit.opened_at is None:
+        return "closed"
+    return "open" if is_circuit_open(provider_id) else "half_open"
+
+
 def circuit_reason(provider_id: int) -> str | None:
     """Why the circuit is open or half-open (CREDENTIALS_REJECTED, or "" for an error
     share), or None when it is closed."""

@@ -17,11 +17,12 @@ import time
 
 from django.conf import settings
 
+from axonflow_site import context, metrics, tracing
 from axonflow_site.errors import AxonFlowError, PayloadTooLarge
 from routing import embeddings, pool, router
 from routing.cache import get_snapshot
 from routing.ratelimit import check_tenant
-from routing.route import Caller, new_request_id
+from routing.route import Caller
 from routing.router import RouteStream, StreamFailed
 from routing.v1 import messages as anthropic_wire
 from routing.v1 import wire
@@ -61,6 +62,7 @@ async def authenticate(scope) -> TokenIdentity:
         api_key = header(scope, b"x-api-key")
         authorization = f"Bearer {api_key}" if api_key else None
     identity = await identify(authorization, in_request=False)
+    context.set_tenant(identity.tenant_slug)
     if identity.api_rate_limit:  # unlimited tenants skip even the call
         await check_tenant(identity)
     return identity
@@ -99,6 +101,10 @@ async def send_error(send, error: AxonFlowError, request_id: str, anthropic: boo
     body = anthropic_wire.error_body(error, request_id) if anthropic else wire.error_body(error)
     await send_json(send, error.http_status, body, extra)
 
+
+# The metrics' endpoint label of each path, and the refusals counted as rejections.
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embeddings", "/v1/messages": "messages"}
+LIMITS = frozenset({"rate_limited", "budget_exceeded"})
 
 WATCH_AFTER_SECONDS = 0.02  # a request that takes longer starts watching for its client leaving
 
@@ -145,13 +151,16 @@ class Watch:
         return False
 
 
-async def chat(scope, receive, send, request_id: str) -> None:
+async def chat(scope, receive, send, request_id: str, received: float) -> None:
     identity = await authenticate(scope)
     data = wire.parse_body(await read_body(scope, receive))
     completion, options, model, include_usage = wire.parse_chat(data)
+    tracing.request(model, "chat", identity.tenant_slug)
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
-    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    caller = Caller(
+        identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
+    )
     with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
@@ -162,26 +171,32 @@ async def chat(scope, receive, send, request_id: str) -> None:
         await send_json(send, 200, wire.completion_body(result, request_id), extra)
 
 
-async def embed(scope, receive, send, request_id: str) -> None:
+async def embed(scope, receive, send, request_id: str, received: float) -> None:
     identity = await authenticate(scope)
     request, options, encoding = parse_embeddings(wire.parse_body(await read_body(scope, receive)))
+    tracing.request(options.model, "embeddings", identity.tenant_slug)
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
-    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    caller = Caller(
+        identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
+    )
     with Watch(receive):
         answer = await embeddings.embed(snapshot, request, options, caller)
         extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
         await send_json(send, 200, embeddings_body(answer, encoding), extra)
 
 
-async def messages(scope, receive, send, request_id: str) -> None:
+async def messages(scope, receive, send, request_id: str, received: float) -> None:
     """Anthropic's Messages API, routed to any provider type."""
     identity = await authenticate(scope)
     data = wire.parse_body(await read_body(scope, receive))
     completion, model, options = anthropic_wire.parse_messages_request(data)
+    tracing.request(model, "messages", identity.tenant_slug)
     snapshot = await get_snapshot(identity.tenant_id, in_request=False)
     router.validate_names(snapshot, options)
-    caller = Caller(identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts)
+    caller = Caller(
+        identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
+    )
     with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")
@@ -241,8 +256,29 @@ async def models(scope, send, request_id: str) -> None:
 
 
 async def openai_app(scope, receive, send) -> None:
-    """ASGI app for /v1/*: OpenAI-compatible errors everywhere, never a bare 500."""
-    request_id = new_request_id()
+    """ASGI app for /v1/*: OpenAI-compatible errors everywhere, never a bare 500; the
+    request's id (axonflow_site/context.py) and, when tracing, its SERVER span."""
+    received = time.perf_counter()
+    request = context.begin(scope)
+    if tracing.tracer is None:
+        await serve(scope, receive, send, request, received)
+        return
+    path = scope["path"].rstrip("/") or "/"
+    route = path if path in ENDPOINTS or path == "/v1/models" else "/v1/*"
+    with tracing.server(scope, route, request.request_id) as span:
+        status = []
+
+        async def noting_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await serve(scope, receive, noting_send, request, received)
+        span.set(status[0] if status else None, **{"axonflow.tenant": request.tenant, "axonflow.provider": request.provider})
+
+
+async def serve(scope, receive, send, request: context.RequestContext, received: float) -> None:
+    request_id = request.request_id
     path, method = scope["path"].rstrip("/") or "/", scope["method"]
     started = False
 
@@ -255,15 +291,15 @@ async def openai_app(scope, receive, send) -> None:
         if path == "/v1/chat/completions":
             if method != "POST":
                 raise MethodNotAllowed(f"Use POST for {path}.")
-            await chat(scope, receive, tracking_send, request_id)
+            await chat(scope, receive, tracking_send, request_id, received)
         elif path == "/v1/embeddings":
             if method != "POST":
                 raise MethodNotAllowed(f"Use POST for {path}.")
-            await embed(scope, receive, tracking_send, request_id)
+            await embed(scope, receive, tracking_send, request_id, received)
         elif path == "/v1/messages":
             if method != "POST":
                 raise MethodNotAllowed(f"Use POST for {path}.")
-            await messages(scope, receive, tracking_send, request_id)
+            await messages(scope, receive, tracking_send, request_id, received)
         elif path == "/v1/models":
             if method != "GET":
                 raise MethodNotAllowed(f"Use GET for {path}.")
@@ -273,6 +309,8 @@ async def openai_app(scope, receive, send) -> None:
     except ClientGone:
         return
     except AxonFlowError as exc:
+        if exc.code in LIMITS:
+            metrics.reject(request.tenant, ENDPOINTS.get(path, "other"), exc.code)
         if not started:
             await send_error(send, exc, request_id, anthropic=path == "/v1/messages")
     except Exception:

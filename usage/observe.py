@@ -1,0 +1,96 @@
+"""Each routed request into the Prometheus metrics (axonflow_site/metrics.py).
+
+The usage writer calls `observe(batch)` as it takes entries off its queue, in its own
+thread: the request path pays nothing, a scrape lags the traffic by at most one writer
+round (AXONFLOW_USAGE_FLUSH_SECONDS), and an entry waiting out a database outage is
+counted once, when first taken (`Entry.observed`). Counters are summed per batch and
+added once per label set; histograms take every observation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+
+from axonflow_site import metrics
+from axonflow_site.metrics import (
+    ATTEMPTS,
+    COST,
+    FAILOVERS,
+    FIRST_TOKEN_SECONDS,
+    OVERHEAD_SECONDS,
+    REQUEST_SECONDS,
+    REQUESTS,
+    RETRIES,
+    TOKENS,
+    UPSTREAM_SECONDS,
+    child,
+)
+from usage.entry import Entry
+
+# Attempt outcomes (routing/route.py Attempt.outcome) that are not upstream failures.
+SKIPPED, CANCELLED = "rate_limited", "client_cancelled"
+ERROR_CLASSES = {"timeout", "connect_error", "malformed", "stream_error", "invalid_config"}
+
+
+def error_class(outcome: str) -> tuple[str, str]:
+    """(outcome, error class) of one attempt, both from small fixed sets."""
+    if outcome == "success":
+        return "success", "none"
+    if outcome == SKIPPED:
+        return "skipped", "rate_limited"
+    if outcome == CANCELLED:
+        return "cancelled", "client_cancelled"
+    if outcome.startswith("http_") and outcome[5:].isdigit():
+        status = int(outcome[5:])
+        if status == 429:
+            return "failure", "rate_limited"
+        if status in (401, 403):
+            return "failure", "credentials_rejected"
+        return "failure", "server_error" if status >= 500 else "client_error"
+    return "failure", outcome if outcome in ERROR_CLASSES else "other"
+
+
+def observe(batch: list[Entry]) -> None:
+    """Count every entry of `batch` not counted before; never raises into the writer."""
+    if not metrics.enabled:
+        return
+    counts: Tally = Tally()
+    for entry in batch:
+        if entry.observed:
+            continue
+        entry.observed = True
+        _observe_one(entry, counts)
+    for (family, labels), amount in counts.items():
+        child(family, *labels).inc(amount)
+
+
+def _observe_one(entry: Entry, counts: Tally) -> None:
+    tenant = metrics.tenant_label(entry.tenant)
+    provider = entry.provider_name or "none"
+    outcome = "success" if entry.status == "success" else (entry.error_code or "error")
+    counts[REQUESTS, (tenant, entry.endpoint, entry.model_requested or "auto", provider, outcome)] += 1
+    child(REQUEST_SECONDS, tenant, entry.endpoint, provider).observe(entry.latency_ms / 1000)
+    upstream_ms, previous = 0.0, None
+    for attempt in entry.attempts:
+        name = attempt["provider"]
+        result, kind = error_class(attempt["outcome"])
+        counts[ATTEMPTS, (tenant, name, result, kind)] += 1
+        if result == "skipped":
+            continue
+        if attempt.get("retry"):
+            counts[RETRIES, (tenant, name)] += 1
+            upstream_ms += attempt.get("waited_ms") or 0.0
+        elif previous is not None:
+            counts[FAILOVERS, (tenant, previous)] += 1
+        previous = name
+        upstream_ms += attempt["latency_ms"]
+        child(UPSTREAM_SECONDS, tenant, name, result).observe(attempt["latency_ms"] / 1000)
+    if entry.stream:
+        if entry.ttft_ms is not None:
+            child(FIRST_TOKEN_SECONDS, tenant, provider).observe(entry.ttft_ms / 1000)
+    elif previous is not None:
+        child(OVERHEAD_SECONDS, entry.endpoint).observe(max(0.0, entry.latency_ms - upstream_ms) / 1000)
+    if entry.status == "success":
+        counts[TOKENS, (tenant, provider, "input")] += entry.prompt_tokens
+        counts[TOKENS, (tenant, provider, "output")] += entry.completion_tokens
+        counts[COST, (tenant, provider)] += float(entry.cost)

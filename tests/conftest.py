@@ -18,7 +18,7 @@ from tenants.models import ApiToken, Plan, Role, TokenScope
 from tenants.rls import tenant_context
 from tests.factories import MembershipFactory, ProviderConfigFactory, TenantFactory, UserFactory
 
-pytest_plugins = ["tests.fixtures_upstream", "tests.fixtures_gateway"]
+pytest_plugins = ["tests.fixtures_upstream", "tests.fixtures_gateway", "tests.fixtures_stack"]
 
 TEST_KEYS = ["m3-n4qgSqCZvwCHO1Qwf4zDZ8s3Kf1tX7N7m-bxb0_4="]
 

@@ -25,6 +25,8 @@ migrate: install
 
 # The demo's providers point at the fake upstream on 127.0.0.1: loopback base URLs must be allowed.
 demo run run-two: export AXONFLOW_ALLOW_PRIVATE_BASE_URLS ?= true
+# GET /metrics exists only with a token; the demo's (docs/observability.md).
+run run-two: export AXONFLOW_METRICS_TOKEN ?= demo-metrics-token
 
 demo: migrate
 	$(PY) manage.py load_demo --upstream http://127.0.0.1:$(UPSTREAM_PORT)

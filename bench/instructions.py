@@ -59,7 +59,7 @@ def instructions(target: str, count: int, warm: int, threads: bool = False) -> i
     out = Path(tempfile.mkdtemp()) / "grind.out"
     original = run.Stack._spawn
 
-    def spawn(self, cmd):
+    def spawn(self, cmd, env=None):
         if "uvicorn" in cmd:
             tool = (
                 ["--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}"]
@@ -67,7 +67,7 @@ def instructions(target: str, count: int, warm: int, threads: bool = False) -> i
                 else ["--tool=cachegrind", "--cache-sim=no", f"--cachegrind-out-file={out}"]
             )
             cmd = ["valgrind", *tool, *cmd]
-        return original(self, cmd)
+        return original(self, cmd, env)
 
     run.Stack._spawn = spawn
     run.wait_port = lambda port, proc, timeout=30: _wait_port(port, proc, 600)

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("throughput", "latency", "burst", "ttfb", "memory")
+SCENARIOS = ("throughput", "latency", "burst", "ttfb", "memory", "metrics")
 CHAT_BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 DIRECT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -140,19 +140,31 @@ class Stack:
             capture_output=True, text=True,
         )  # fmt: skip
         self.token = seeded.stdout.strip().splitlines()[-1]
-        self.gateway = self._spawn(
-            [
-                PY, "-m", "uvicorn", "axonflow_site.asgi:application", "--host", "127.0.0.1",
-                "--port", str(self.gateway_port), "--loop", "uvloop", "--http", "httptools",
-                "--no-access-log", "--log-level", "warning", "--lifespan", "on", "--backlog", "4096",
-            ]
-        )  # fmt: skip
-        os.sched_setaffinity(self.gateway.pid, self.gateway_cpus)
-        wait_port(self.gateway_port, self.gateway)
+        self.gateway = self.start_gateway(self.gateway_port)
+        self.extra: dict[str, tuple[subprocess.Popen, int]] = {}  # target -> another gateway (add_gateway)
         return self
 
-    def _spawn(self, cmd: list[str]) -> subprocess.Popen:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env)
+    def start_gateway(self, port: int, **env: str) -> subprocess.Popen:
+        gateway = self._spawn(
+            [
+                PY, "-m", "uvicorn", "axonflow_site.asgi:application", "--host", "127.0.0.1",
+                "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+                "--no-access-log", "--log-level", "warning", "--lifespan", "on", "--backlog", "4096",
+            ],
+            env,
+        )  # fmt: skip
+        os.sched_setaffinity(gateway.pid, self.gateway_cpus)
+        wait_port(port, gateway)
+        return gateway
+
+    def add_gateway(self, target: str, **env: str) -> None:
+        """A second gateway process, on the same CPU, database and upstream, with `env`
+        changed: the `target` of `/v1/chat/completions` through it (compared with "v1")."""
+        port = free_port()
+        self.extra[target] = (self.start_gateway(port, **env), port)
+
+    def _spawn(self, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**self.env, **(env or {})})
         self.procs.append(proc)
         return proc
 
@@ -177,8 +189,9 @@ class Stack:
         req = urllib.request.Request(f"{self.upstream_url}/_control/*", data=data, method="POST")
         urllib.request.urlopen(req, timeout=5).read()
 
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.gateway.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, target: str = "") -> float:
+        pid = self.extra[target][0].pid if target in self.extra else self.gateway.pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> tuple[int, int]:
@@ -190,7 +203,11 @@ class Stack:
 
     def targets(self) -> dict[str, tuple[str, dict, str]]:
         """name -> (url, body, Authorization)"""
-        return {
+        extra = {
+            target: (f"http://127.0.0.1:{port}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}")
+            for target, (_, port) in self.extra.items()
+        }
+        return extra | {
             "direct": (f"{self.upstream_url}/p0/v1/chat/completions", DIRECT_BODY, "Bearer sk-bench-p0-0123456789"),
             "v1": (f"{self.gateway_url}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}"),
             "v1_auto": (f"{self.gateway_url}/v1/chat/completions", CHAT_BODY, f"Bearer {self.token}"),
@@ -209,10 +226,10 @@ def wrk(stack: Stack, target: str, connections: int, seconds: float) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     threads = 1 if connections < 50 else 2
-    cpu0 = stack.cpu_seconds()
+    cpu0 = stack.cpu_seconds(target)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
     out = subprocess.run([*command, "-s", f.name, url], capture_output=True, text=True, check=True).stdout
-    cpu = stack.cpu_seconds() - cpu0
+    cpu = stack.cpu_seconds(target) - cpu0
     os.unlink(f.name)
     result = json.loads(out.strip().splitlines()[-1])
     result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
@@ -311,6 +328,16 @@ def ttfb(stack: Stack, args) -> dict:
     }
     for t in ("v1", "api"):
         summary[t]["added_p50_ms"] = summary[t]["p50_ms"] - summary["direct"]["p50_ms"]
+    return summary
+
+
+def metrics(stack: Stack, args) -> dict:
+    """/v1/chat/completions with the Prometheus metrics on (the stack's gateway) and off
+    (a second gateway with AXONFLOW_METRICS=false), interleaved, at least three rounds."""
+    stack.set_latency(0)
+    stack.add_gateway("v1_metrics_off", AXONFLOW_METRICS="false")
+    summary = compare(stack, ["v1", "v1_metrics_off"], 10, args.duration, max(3, args.rounds))
+    summary["on_over_off"] = round(summary["v1"]["rps"] / summary["v1_metrics_off"]["rps"], 3)
     return summary
 
 

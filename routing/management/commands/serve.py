@@ -56,10 +56,13 @@ class Command(BaseCommand):
             f"  Demo login:        demo / demo-password\n"
             f"  API docs:          http://{host}:{port}/api/docs/\n"
             + (f"  Fake upstream:     http://127.0.0.1:{upstream_port}/\n" if not no_upstream else "")
-        )
+            + (f"  Metrics:           http://{host}:{port}/metrics (Authorization: Bearer $AXONFLOW_METRICS_TOKEN)\n"
+               if settings.AXONFLOW_METRICS_TOKEN else "")
+        )  # fmt: skip
         config = uvicorn.Config(
             "axonflow_site.asgi:application", host=host, port=port, loop="uvloop", http="httptools",
             lifespan="on", log_level="info", timeout_graceful_shutdown=settings.AXONFLOW_SHUTDOWN_GRACE_SECONDS,
+            log_config=None,  # settings.LOGGING has configured uvicorn's loggers (LOG_FORMAT)
         )  # fmt: skip
         server = uvicorn.Server(config)
         # On SIGTERM uvicorn stops accepting, lets requests and streams in flight finish

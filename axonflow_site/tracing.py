@@ -254,17 +254,18 @@ class AttemptSpan:
                 self.span.set_attribute(name, value)
 
 
-def attempt(provider_type: str, provider: str, base_url: str, model: str, endpoint: str, retry: bool = False):
-    if tracer is None:
-        return NOTHING
-    return AttemptSpan(provider_type, provider, base_url, model, endpoint, retry)
+async def traced(attempt, config, model: str, endpoint: str, retry: bool) -> Any:
+    """Await `attempt` (one upstream call, not yet started) inside its CLIENT span: the
+    adapter's request carries the span's traceparent. Callers check `tracer` first."""
+    with AttemptSpan(config.type, config.name, config.base_url, model, endpoint, retry) as span:
+        answer = await attempt
+        answered(span, answer)
+        return answer
 
 
 def answered(span, response: Any) -> None:
     """The answer's model and token counts on an attempt's span (a stream's first chunk
     has neither yet)."""
-    if span is NOTHING:
-        return
     usage = getattr(response, "usage", None)
     span.set(**{
         "gen_ai.response.model": getattr(response, "model", None),

@@ -231,11 +231,12 @@ class Attempts:
             start = time.perf_counter()
             left = self.deadline - start
             try:
-                with tracing.attempt(
-                    config.type, config.name, config.base_url, self.model, self.endpoint, self.waited is not None
-                ) as span:
-                    answer = await self._call(call, config, model, left)
-                    tracing.answered(span, answer)
+                attempt = self._bounded(call, config, model, left)
+                if tracing.tracer is None:
+                    answer = await attempt
+                else:
+                    retried = self.waited is not None
+                    answer = await tracing.traced(attempt, config, self.model, self.endpoint, retried)
             except (ProviderError, AxonFlowError) as exc:
                 self.failed(config, exc, start)
                 if isinstance(exc, ProviderError) and not exc.retryable:
@@ -250,10 +251,15 @@ class Attempts:
             return config, model, answer
         return None
 
-    async def _call(self, call, config: ProviderConfig, model: str | None, left: float) -> Any:
+    def _bounded(self, call, config: ProviderConfig, model: str | None, left: float) -> Awaitable[Any]:
+        """The attempt, bounded by what is left of the request's deadline when that is
+        shorter than the adapter's own clocks (else the call itself: no extra frame)."""
         if left >= config.timeout_seconds:
-            return await call(self.snapshot.adapter(config), model)
-        try:  # the adapter's own clocks would outlive the request
+            return call(self.snapshot.adapter(config), model)
+        return self._within(call, config, model, left)
+
+    async def _within(self, call, config: ProviderConfig, model: str | None, left: float) -> Any:
+        try:
             async with asyncio.timeout(left):
                 return await call(self.snapshot.adapter(config), model)
         except TimeoutError:

@@ -255,29 +255,15 @@ async def models(scope, send, request_id: str) -> None:
     await send_json(send, 200, wire.models_body(pool.names(snapshot)), [(b"x-request-id", request_id.encode())])
 
 
-async def openai_app(scope, receive, send) -> None:
+async def openai_app(scope, receive, send, request: context.RequestContext | None = None) -> None:
     """ASGI app for /v1/*: OpenAI-compatible errors everywhere, never a bare 500; the
-    request's id (axonflow_site/context.py) and, when tracing, its SERVER span."""
+    request's id (axonflow_site/context.py) and, when tracing, its SERVER span
+    (`traced_app`, which calls back with the request begun)."""
     received = time.perf_counter()
-    request = context.begin(scope)
-    if tracing.tracer is None:
-        await serve(scope, receive, send, request, received)
-        return
-    path = scope["path"].rstrip("/") or "/"
-    route = path if path in ENDPOINTS or path == "/v1/models" else "/v1/*"
-    with tracing.server(scope, route, request.request_id) as span:
-        status = []
-
-        async def noting_send(message) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-            await send(message)
-
-        await serve(scope, receive, noting_send, request, received)
-        span.set(status[0] if status else None, **{"axonflow.tenant": request.tenant, "axonflow.provider": request.provider})
-
-
-async def serve(scope, receive, send, request: context.RequestContext, received: float) -> None:
+    if request is None:
+        if tracing.tracer is not None:
+            return await traced_app(scope, receive, send)
+        request = context.begin(scope)
     request_id = request.request_id
     path, method = scope["path"].rstrip("/") or "/", scope["method"]
     started = False
@@ -318,3 +304,20 @@ async def serve(scope, receive, send, request: context.RequestContext, received:
         if not started:
             error = AxonFlowError("Internal error; see the server log.", {"request_id": request_id})
             await send_error(send, error, request_id, anthropic=path == "/v1/messages")
+
+
+async def traced_app(scope, receive, send) -> None:
+    """openai_app inside the request's SERVER span, with the status it answered."""
+    request = context.begin(scope)
+    path = scope["path"].rstrip("/") or "/"
+    route = path if path in ENDPOINTS or path == "/v1/models" else "/v1/*"
+    with tracing.server(scope, route, request.request_id) as span:
+        status = []
+
+        async def noting_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        await openai_app(scope, receive, noting_send, request)
+        span.set(status[0] if status else None, **{"axonflow.tenant": request.tenant, "axonflow.provider": request.provider})

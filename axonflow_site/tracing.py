@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,7 +74,7 @@ def _exporter():
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stdout)  # the stream of now, not of the SDK's import
     if kind != "otlp":
         log.warning("OTEL_TRACES_EXPORTER=%s is not supported here (otlp, console); using otlp", kind)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -138,3 +138,25 @@ def test_it_is_on_only_when_the_otel_variables_ask(monkeypatch):
     monkeypatch.delenv("OTEL_SDK_DISABLED")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert not tracing.wanted()
+
+
+async def test_start_tracing_sets_up_the_sdk_from_the_otel_variables(monkeypatch, capsys):
+    """OTEL_TRACES_EXPORTER=console (in the SDK, no collector needed): the lifespan hook
+    traces with service.name axonflow, and the shutdown hook exports what is queued."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    assert tracing.tracer is None
+    await tracing.start_tracing()
+    try:
+        assert tracing.tracer is not None
+        scope = {"method": "POST", "path": "/v1/chat/completions", "headers": []}
+        with tracing.server(scope, "/v1/chat/completions", "req-1") as span:
+            span.set(200)
+    finally:
+        await tracing.stop_tracing()
+    assert tracing.tracer is None
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["name"] == "POST /v1/chat/completions"
+    assert printed["resource"]["attributes"]["service.name"] == "axonflow"
+    assert printed["attributes"]["axonflow.request_id"] == "req-1"

@@ -35,6 +35,7 @@ from usage.entry import Entry
 # Attempt outcomes (routing/route.py Attempt.outcome) that are not upstream failures.
 SKIPPED, CANCELLED = "rate_limited", "client_cancelled"
 ERROR_CLASSES = {"timeout", "connect_error", "malformed", "stream_error", "invalid_config"}
+CLASSES: dict[str, tuple[str, str]] = {}  # error_class() of each outcome seen (a few dozen at most)
 
 
 def error_class(outcome: str) -> tuple[str, str]:
@@ -67,7 +68,7 @@ def observe(batch: list[Entry]) -> None:
         entry.observed = True
         _observe_one(entry, counts, timings)
     for (family, labels), amount in counts.items():
-        child(family, *labels).inc(amount)
+        child(family, *labels).inc(float(amount))  # cost is summed as Decimal, exactly
     for (family, labels), seconds in timings.items():
         add_to(child(family, *labels), seconds)
 
@@ -95,7 +96,11 @@ def _observe_one(entry: Entry, counts: Tally, timings: defaultdict) -> None:
     upstream_ms, previous = 0.0, None
     for attempt in entry.attempts:
         name = attempt["provider"]
-        result, kind = error_class(attempt["outcome"])
+        outcome = attempt["outcome"]
+        classes = CLASSES.get(outcome)
+        if classes is None:
+            classes = CLASSES[outcome] = error_class(outcome)
+        result, kind = classes
         counts[ATTEMPTS, (tenant, name, result, kind)] += 1
         if result == "skipped":
             continue
@@ -116,4 +121,4 @@ def _observe_one(entry: Entry, counts: Tally, timings: defaultdict) -> None:
     if entry.status == "success":
         counts[TOKENS, (tenant, provider, "input")] += entry.prompt_tokens
         counts[TOKENS, (tenant, provider, "output")] += entry.completion_tokens
-        counts[COST, (tenant, provider)] += float(entry.cost)
+        counts[COST, (tenant, provider)] += entry.cost

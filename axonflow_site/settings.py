@@ -255,6 +255,15 @@ LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured("LOG_FORMAT must be plain or json.")
 
+# Budgets (docs/budgets.md): how long a request's reservation holds before it expires on
+# its own (a process that died releases its holds this way; keep it above your longest
+# request), and whether hard limits admit requests while Redis cannot be reached.
+AXONFLOW_BUDGET_HOLD_SECONDS = env.float("AXONFLOW_BUDGET_HOLD_SECONDS", default=600.0)
+if AXONFLOW_BUDGET_HOLD_SECONDS <= 0:
+    raise ImproperlyConfigured("AXONFLOW_BUDGET_HOLD_SECONDS must be positive.")
+AXONFLOW_BUDGET_FAIL_OPEN = env.bool("AXONFLOW_BUDGET_FAIL_OPEN", default=False)
+AXONFLOW_BUDGET_DEFAULT_MAX_TOKENS = env.int("AXONFLOW_BUDGET_DEFAULT_MAX_TOKENS", default=4096)
+
 # Completion request limits.
 # Every HTTP path (axonflow_site/mount.py): a longer body is refused with 413 before it
 # is read. Django keeps a body up to FILE_UPLOAD_MAX_MEMORY_SIZE in memory and spools a

@@ -10,12 +10,16 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
 
 from axonflow_site import tracing
 from axonflow_site.context import set_provider
 from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, UpstreamFailed
-from providers.adapters.base import CompletionRequest, ProviderError, ProviderTimeout, credentials_rejected
+from providers.adapters.base import CompletionRequest, ProviderError, ProviderTimeout, Usage, credentials_rejected
+from providers.pricing import actual_cost, estimate_prompt_tokens, prices_for
 from routing import pool as pools
 from routing import retry, trace
 from routing.candidates import CHAT_ONLY, candidates_of, check_features
@@ -23,6 +27,7 @@ from routing.health import breaker
 from routing.ratelimit import Limiter
 from routing.route import Attempt, Caller, RouteResult
 from routing.selection import Candidate, Draw, RoutingOptions, attempts
+from usage import budgets
 from usage.entry import Entry, prompt_text
 from usage.writer import writer as usage_writer
 
@@ -57,6 +62,7 @@ def account(
     model_requested: str = "",
     endpoint: str = "chat",
     ttft_ms: float | None = None,
+    delivered: Usage | None = None,
 ) -> None:
     """The router's one exit to usage: queue the Entry for a request that was served
     (`result`) or failed (`error`; `config` names the provider when a stream broke
@@ -101,6 +107,13 @@ def account(
             entry.provider_id, entry.provider_name = tried[-1].provider_id, tried[-1].provider
         entry.status_code, entry.error_code = error.http_status, error.code
         set_provider(entry.provider_name)
+        if delivered is not None and config is not None:  # a stream cut short: what reached the client
+            entry.prompt_tokens, entry.completion_tokens = delivered.prompt_tokens, delivered.completion_tokens
+            entry.cost = actual_cost(config, delivered, entry.model or config.model)
+    hold = caller.hold
+    if hold is not None:
+        entry.budgets = [(rule.id, start) for rule, start in hold.keys]
+        budgets.settle_soon(hold, entry.cost, entry.prompt_tokens + entry.completion_tokens)
     usage_writer.add(entry)
 
 
@@ -275,11 +288,18 @@ class Attempts:
         *,
         stream: bool,
         endpoint: str,
+        tokens: tuple[int, int] | None = None,
     ) -> tuple[ProviderConfig, str | None, Any]:
         """`first_answer`, with the usage record of every way it can end but an answer:
         raises the error of a request that ran out of providers, and re-raises the
         cancellation of one whose client left (client_cancelled)."""
         self.endpoint = endpoint
+        if self.snapshot.budgets:
+            try:
+                await self.hold_budget(caller, request, tokens)
+            except AxonFlowError as refused:  # budget_exceeded (or unavailable): nothing was sent
+                self.account(caller, request, _ms(self.started), stream=stream, error=refused, endpoint=endpoint)
+                raise
         try:
             answered = await self.first_answer(call)
         except asyncio.CancelledError:
@@ -290,6 +310,27 @@ class Attempts:
             self.account(caller, request, _ms(self.started), stream=stream, error=error, endpoint=endpoint)
             raise error
         return answered
+
+    async def hold_budget(self, caller: Caller, request: Any, tokens: tuple[int, int] | None) -> None:
+        """Reserve the request's worst case on its budgets (usage/budgets.py) before any
+        upstream call: (prompt, output) tokens, `tokens` or estimated from the request
+        (its max_tokens, else AXONFLOW_BUDGET_DEFAULT_MAX_TOKENS), priced for the most
+        expensive candidate it may be sent to. Raises BudgetExceeded."""
+        if tokens is None:
+            cap = getattr(request, "max_tokens", None) or settings.AXONFLOW_BUDGET_DEFAULT_MAX_TOKENS
+            tokens = (estimate_prompt_tokens(request), cap) if isinstance(request, CompletionRequest) else (0, cap)
+        prompt, output = tokens
+        worst = Decimal(0)
+        for candidate in self.candidates:
+            config = self.snapshot.by_name[candidate.name]
+            price_in, price_out = prices_for(config, candidate.model or config.model)
+            worst = max(worst, (price_in * prompt + price_out * output) / 1000)
+        hold = budgets.new_hold(
+            self.snapshot.budgets, caller.token_id, budgets.to_units(worst), prompt + output, caller.request_id
+        )
+        if hold is not None:
+            await budgets.reserve(hold)
+            caller.hold = hold
 
     @property
     def tried_any(self) -> bool:

@@ -78,6 +78,7 @@ class TenantSnapshot:
     pool_candidates: dict = field(default_factory=dict)  # routing.router, per (pool, needs)
     retry: RetryPolicy = DEFAULT_POLICY  # the tenant's (routing/retry.py)
     stale_until: float = 0.0  # monotonic: how long it may be served while the database is away
+    budgets: tuple = ()  # the enabled budgets (usage.budgets.Rule), the tenant's and its tokens'
     _adapters: dict[int, Provider] = field(default_factory=dict)
     _features: dict[int, frozenset[str] | None] = field(default_factory=dict)
 
@@ -163,6 +164,7 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
             targets = routes.setdefault(name, [])
             if pk is not None:
                 targets.append((pk, model, weight))
+        budgets = budget_rules(tenant_id, tenant.time_zone)
     for config in configs:
         config.tenant = tenant  # adapters and pricing may look at the tenant; no extra query
     now = timezone.now()
@@ -176,11 +178,24 @@ def load_snapshot(tenant_id: int) -> TenantSnapshot:
         {name: tuple(t) for name, t in routes.items()},
         retry=policy_for(tenant.retry_settings, tenant_id),
         stale_until=expires + settings.AXONFLOW_STALE_IF_ERROR_SECONDS,
+        budgets=budgets,
     )
     with _lock:
         if _generations.get(tenant_id, 0) == generation:
             _snapshots[tenant_id] = snap
     return snap
+
+
+def budget_rules(tenant_id: int, time_zone: str) -> tuple:
+    """The tenant's enabled budgets as the request path needs them (inside its RLS context)."""
+    from usage.budgets import Rule, to_units
+    from usage.models import Budget
+
+    return tuple(
+        Rule(b.pk, tenant_id, b.name, b.token_id, b.period, None if b.limit_usd is None else to_units(b.limit_usd),
+             b.limit_tokens, b.soft_percent, time_zone)  # fmt: skip
+        for b in Budget.objects.filter(tenant_id=tenant_id, enabled=True).order_by("name")
+    )
 
 
 def _load_outside_request(tenant_id: int) -> TenantSnapshot:

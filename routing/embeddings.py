@@ -54,6 +54,7 @@ async def embed(
         stored,
         stream=False,
         endpoint="embeddings",
+        tokens=(max(1, sum(len(text) for text in request.inputs) // 4), 0),
     )
     usage = Usage(answer.prompt_tokens, 0)
     response = CompletionResponse("", answer.model or model or config.model, "stop", usage)

@@ -57,6 +57,7 @@ class Caller:
     store_prompts: bool = False
     tenant: str = ""  # the tenant's slug (metrics, logs)
     received: float = 0.0  # time.perf_counter() when the request arrived (0: not known)
+    hold: Any = None  # the request's budget reservation (usage.budgets.Hold), settled at its end
 
 
 @dataclass(slots=True)

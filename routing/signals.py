@@ -7,7 +7,8 @@ in this process and, through the channel layer, in every other.
 - a tenant or an API token was saved or deleted (model signals: the token cache holds
   the tenant's slug and plan);
 - a model route or one of its targets was saved or deleted (the snapshot keeps them
-  for SPEC §2 rule 0).
+  for SPEC §2 rule 0);
+- a budget was saved or deleted (the snapshot keeps the enabled ones).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from axonflow_site import events
 from providers.models import ModelRoute, ModelRouteTarget
 from routing.cache import broadcast_invalidation, invalidate_on_commit
 from tenants.models import ApiToken, Tenant
+from usage.models import Budget
 
 
 @receiver(events.provider_changed, dispatch_uid="routing-provider-changed")
@@ -47,4 +49,9 @@ def token_changed(sender, instance: ApiToken, **kwargs) -> None:
 @receiver([post_save, post_delete], sender=ModelRoute, dispatch_uid="routing-route-changed")
 @receiver([post_save, post_delete], sender=ModelRouteTarget, dispatch_uid="routing-route-target-changed")
 def route_changed(sender, instance, **kwargs) -> None:
+    invalidate_on_commit(instance.tenant_id)
+
+
+@receiver([post_save, post_delete], sender=Budget, dispatch_uid="routing-budget-changed")
+def budget_changed(sender, instance: Budget, **kwargs) -> None:
     invalidate_on_commit(instance.tenant_id)

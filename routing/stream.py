@@ -75,6 +75,9 @@ class RouteStream:
         return route_dict(self.config.name, self.model, _ms(self.started), self.attempts)
 
     def _record_failure(self, error: AxonFlowError) -> None:
+        """The usage of a stream that broke or was cut: an error, at the cost of what
+        reached the client (the text so far; the prompt as estimated)."""
+        delivered = Usage(estimate_prompt_tokens(self.request), len("".join(self.text)) // 4) if self.text else None
         account(
             self.caller,
             self.request,
@@ -87,6 +90,7 @@ class RouteStream:
             model_requested=self.model_requested,
             endpoint=self.endpoint,
             ttft_ms=self.ttft_ms,
+            delivered=delivered,
         )
 
     async def chunks(self) -> AsyncIterator[Chunk]:

@@ -55,6 +55,8 @@ class Tenant(models.Model):
     api_rate_limit = models.PositiveIntegerField(
         default=0, help_text="API requests per minute for all of this tenant's tokens together; 0 = unlimited."
     )
+    # The zone budget periods (days, months) follow (usage/budgets.py); an IANA name.
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="IANA time zone of budget periods, e.g. Europe/Berlin.")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

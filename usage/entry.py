@@ -55,6 +55,9 @@ class Entry:
     ttft_ms: float | None = None  # streams: routing to the first chunk
     elapsed_ms: float | None = None  # non-streaming: request received to answer in hand
     observed: bool = False  # counted in the metrics already (a requeued entry is not counted twice)
+    # The budgets and periods (budget id, period start) this request counts against: the
+    # usage writer adds its cost and tokens to their ledger (BudgetSpend).
+    budgets: list = field(default_factory=list)
 
     def trace_dict(self) -> dict[str, Any]:
         """The trace as stored; a trace that cannot be built never holds up the record."""

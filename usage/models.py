@@ -87,3 +87,58 @@ class MetricBucket(models.Model):
             models.UniqueConstraint(fields=["provider", "minute"], name="metric_bucket_unique"),
         ]
         indexes = [models.Index(fields=["tenant", "minute"], name="metric_tenant_minute")]
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day", "Day"
+    MONTH = "month", "Month"
+
+
+class Budget(models.Model):
+    """A spend and/or token limit over a period (SPEC §1 Budget, §2 rule 8): for the
+    whole tenant, or for one API token. A request that could take the period's spend
+    past the limit is refused with budget_exceeded before any upstream call
+    (usage/budgets.py); crossing `soft_percent` of a limit is shown and logged."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="budgets")
+    token = models.ForeignKey(ApiToken, models.CASCADE, null=True, blank=True, related_name="budgets")
+    name = models.CharField(max_length=64)
+    period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    limit_usd = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    limit_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    soft_percent = models.PositiveSmallIntegerField(default=80)
+    enabled = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="budget_unique_name",
+                                    violation_error_code="duplicate_budget"),  # fmt: skip
+            models.CheckConstraint(
+                condition=models.Q(limit_usd__isnull=False) | models.Q(limit_tokens__isnull=False),
+                name="budget_has_a_limit",
+            ),
+            models.CheckConstraint(condition=models.Q(soft_percent__lte=100), name="budget_soft_percent"),
+            models.UniqueConstraint(fields=["tenant", "id"], name="budget_tenant_id"),  # composite FKs (RLS)
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BudgetSpend(models.Model):
+    """The durable ledger: a budget's spend in one period, written by the usage writer in
+    the same transaction as the usage records it counts (so they agree exactly)."""
+
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="+")
+    budget = models.ForeignKey(Budget, models.CASCADE, related_name="spends")
+    period_start = models.DateField()
+    spent_usd = models.DecimalField(max_digits=16, decimal_places=8, default=0)
+    spent_tokens = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "period_start"], name="budget_spend_unique"),
+        ]

@@ -19,14 +19,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import orjson
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from providers.models import ProviderConfig
 from tenants.models import ApiToken, Tenant
 from tenants.rls import tenant_context
 from usage.metrics import WindowMetrics, bucket_index
-from usage.models import MetricBucket, UsageRecord
+from usage.models import Budget, MetricBucket, UsageRecord
 
 if TYPE_CHECKING:
     from usage.entry import Entry
@@ -229,6 +229,36 @@ def insert_records(tenant_id: int, entries: list[Entry], live: set[int], live_to
         cursor.executemany(sql, rows)
 
 
+BUDGET_UPSERT = """
+    INSERT INTO usage_budgetspend (tenant_id, budget_id, period_start, spent_usd, spent_tokens, requests)
+    VALUES (%s, %s, %s, %s, %s, %s)
+    ON CONFLICT (budget_id, period_start) DO UPDATE SET
+        spent_usd = usage_budgetspend.spent_usd + excluded.spent_usd,
+        spent_tokens = usage_budgetspend.spent_tokens + excluded.spent_tokens,
+        requests = usage_budgetspend.requests + excluded.requests
+"""
+
+
+def add_to_budgets(tenant_id: int, entries: list[Entry]) -> None:
+    """The durable budget ledger (usage/budgets.py): each entry's cost and tokens added to
+    every budget period it was held against, in the records' own transaction. A budget
+    deleted since is skipped (its ledger went with it)."""
+    totals: dict[tuple[int, object], list] = {}
+    for entry in entries:
+        for budget_id, start in entry.budgets:
+            total = totals.setdefault((budget_id, start), [Decimal(0), 0, 0])
+            total[0] += entry.cost
+            total[1] += entry.prompt_tokens + entry.completion_tokens
+            total[2] += 1
+    if not totals:
+        return
+    live = set(Budget.objects.filter(tenant_id=tenant_id, pk__in={b for b, _ in totals}).values_list("pk", flat=True))
+    rows = [(tenant_id, b, start, str(c), t, n) for (b, start), (c, t, n) in sorted(totals.items()) if b in live]
+    if rows:
+        with connection.cursor() as cursor:
+            cursor.executemany(BUDGET_UPSERT, rows)
+
+
 def write_tenant(tenant_id: int, entries: list[Entry]) -> None:
     """Write one tenant's entries in its RLS context (one transaction)."""
     if not Tenant.objects.filter(pk=tenant_id).exists():
@@ -241,6 +271,7 @@ def write_tenant(tenant_id: int, entries: list[Entry]) -> None:
         token_ids = {e.token_id for e in entries if e.token_id is not None}
         live_tokens = set(ApiToken.objects.filter(tenant_id=tenant_id, pk__in=token_ids).values_list("pk", flat=True))
         insert_records(tenant_id, entries, live, live_tokens)
+        add_to_budgets(tenant_id, entries)
         for (provider_id, minute), t in sorted(tally(entries, live).items()):
             _add_to_bucket(tenant_id, provider_id, minute, t)
         for token_id in live_tokens:

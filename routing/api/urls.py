@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from routing.api import audit, completions, providers, status, tokens, usage, weights
+from routing.api import audit, budgets, completions, providers, status, tokens, usage, weights
 from routing.api import models as model_routes
 from routing.api import state as provider_state
 
@@ -23,4 +23,5 @@ urlpatterns: list = [
     path("usage/<str:record_id>/", usage.UsageDetailView.as_view(), name="usage-detail"),
     path("models/", model_routes.ModelRouteListView.as_view(), name="models"),
     path("models/<str:name>/", model_routes.ModelRouteDetailView.as_view(), name="model"),
+    path("budgets/", budgets.BudgetsView.as_view(), name="budgets"),
 ]

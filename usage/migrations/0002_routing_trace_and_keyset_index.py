@@ -4,39 +4,38 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('providers', '0003_operator_state_and_model_routes'),
-        ('tenants', '0003_token_expiry_and_audit_log'),
-        ('usage', '0001_initial'),
+        ("providers", "0003_operator_state_and_model_routes"),
+        ("tenants", "0003_token_expiry_and_audit_log"),
+        ("usage", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='usagerecord',
-            options={'ordering': ['-created', '-id']},
+            name="usagerecord",
+            options={"ordering": ["-created", "-id"]},
         ),
         migrations.RemoveIndex(
-            model_name='usagerecord',
-            name='usage_tenant_time',
+            model_name="usagerecord",
+            name="usage_tenant_time",
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='endpoint',
-            field=models.CharField(default='chat', max_length=20),
+            model_name="usagerecord",
+            name="endpoint",
+            field=models.CharField(default="chat", max_length=20),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='model_requested',
-            field=models.CharField(blank=True, default='', max_length=200),
+            model_name="usagerecord",
+            name="model_requested",
+            field=models.CharField(blank=True, default="", max_length=200),
         ),
         migrations.AddField(
-            model_name='usagerecord',
-            name='trace',
+            model_name="usagerecord",
+            name="trace",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddIndex(
-            model_name='usagerecord',
-            index=models.Index(fields=['tenant', 'created', 'id'], name='usage_tenant_time_id'),
+            model_name="usagerecord",
+            index=models.Index(fields=["tenant", "created", "id"], name="usage_tenant_time_id"),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0003_partition_usage_by_day'),
+        ("usage", "0003_partition_usage_by_day"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='metricbucket',
-            name='retry_count',
+            model_name="metricbucket",
+            name="retry_count",
             field=models.PositiveIntegerField(default=0),
         ),
     ]

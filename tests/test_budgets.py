@@ -30,8 +30,17 @@ CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture(autouse=True)
-def fresh_book():
+def fresh_book(settings):
+    """Nothing held or spent from before: this process's book, and Redis's budget keys
+    (budget ids repeat between test databases)."""
     budgets.reset()
+    if settings.REDIS_URL:
+        import redis
+
+        bus = redis.Redis.from_url(settings.REDIS_URL)
+        for key in bus.scan_iter(f"{settings.CHANNEL_PREFIX}:budget:*"):
+            bus.delete(key)
+        bus.close()
     yield
     budgets.reset()
 

@@ -75,6 +75,7 @@ class Stack:
     a: Instance
     b: Instance
     upstream: httpx.Client
+    prefix: str = ""  # AXONFLOW_CHANNEL_PREFIX of both: their keys in Redis start with it
 
     def fake(self, label: str, **behaviour) -> None:
         """Set a label's behaviour on the fake upstream (`reset` for every label's)."""
@@ -138,9 +139,16 @@ def scratch_database():
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
+    with two_instances(tmp_path_factory.mktemp("two")) as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def two_instances(tmp: Path, **extra_env: str):
+    """The fake upstream and gateways a and b on a scratch database (`extra_env` added to
+    their environment); everything stopped and dropped at the end."""
     import redis
 
-    tmp = tmp_path_factory.mktemp("two")
     name, url, admin = scratch_database()
     prefix = f"two-{uuid.uuid4().hex[:8]}"  # several runs may share one Redis
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AXONFLOW_", "DATABASE_URL", "REDIS_URL"))}
@@ -161,6 +169,7 @@ def two(tmp_path_factory):
         REDIS_URL=settings.REDIS_URL,
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
+        **extra_env,
     )
     processes: list[subprocess.Popen] = []
     clients: list[httpx.Client] = []
@@ -202,7 +211,7 @@ def two(tmp_path_factory):
             bus.close()
         upstream = httpx.Client(base_url=upstream_url, timeout=10)
         clients.append(upstream)
-        yield Stack(instances[0], instances[1], upstream)
+        yield Stack(instances[0], instances[1], upstream, prefix)
     finally:
         for client in clients:
             client.close()

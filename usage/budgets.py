@@ -37,13 +37,11 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from axonflow_site import shared
 from axonflow_site.errors import AxonFlowError
 
 log = logging.getLogger("axonflow.budgets")
 
 UNIT = Decimal("0.00000001")  # the usage records' cost precision
-KEY_PREFIX = "axonflow:budget:"
 
 
 class BudgetExceeded(AxonFlowError):
@@ -120,7 +118,8 @@ def period_bounds(period: str, zone: str, now: datetime | None = None) -> tuple[
 
 
 def redis_key(rule: Rule, start: date) -> str:
-    return f"{KEY_PREFIX}{rule.id}:{start.isoformat()}"
+    # AXONFLOW_CHANNEL_PREFIX keeps deployments (and test stacks) sharing a Redis apart.
+    return f"{settings.CHANNEL_PREFIX}:budget:{rule.id}:{start.isoformat()}"
 
 
 def hold_seconds() -> float:
@@ -320,17 +319,40 @@ def key_ttl(rule: Rule, start: date) -> int:
 
 
 class RedisBook:
-    """The book in Redis, shared by every process (module docstring)."""
+    """The book in Redis, shared by every process (module docstring). Its own client per
+    event loop: a pool of at most POOL connections that a burst waits for (rather than
+    opening one per request), each call bounded by AXONFLOW_BUDGET_REDIS_TIMEOUT_SECONDS."""
+
+    POOL = 32
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._clients: dict[asyncio.AbstractEventLoop, tuple] = {}
 
-    def _client(self):
-        return shared.async_client(self.url)
+    def _scripts(self):
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            import redis.asyncio as aredis
+
+            for stale in [each for each in self._clients if each.is_closed()]:
+                self._clients.pop(stale, None)
+            timeout = settings.AXONFLOW_BUDGET_REDIS_TIMEOUT_SECONDS
+            pool = aredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.POOL, timeout=timeout, socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )  # fmt: skip
+            client = aredis.Redis(connection_pool=pool)
+            found = self._clients[loop] = (
+                client.register_script(RESERVE_LUA), client.register_script(SETTLE_LUA),
+                client.register_script(LOAD_LUA), client.register_script(STANDING_LUA),
+            )  # fmt: skip
+        return found
 
     async def _load(self, rule: Rule, start: date) -> None:
         units, tokens = await sync_to_async(ledger_outside_request)(rule, start)
-        await self._client().eval(LOAD_LUA, 1, redis_key(rule, start), units, tokens, key_ttl(rule, start))
+        load = self._scripts()[2]
+        await load(keys=[redis_key(rule, start)], args=[units, tokens, key_ttl(rule, start)])
 
     async def reserve(self, hold: Hold) -> tuple[Rule, int, int] | None:
         keys = [redis_key(rule, start) for rule, start in hold.keys]
@@ -339,8 +361,9 @@ class RedisBook:
         for rule, _ in hold.keys:
             args += [-1 if rule.limit_units is None else rule.limit_units,
                      -1 if rule.limit_tokens is None else rule.limit_tokens]  # fmt: skip
+        script = self._scripts()[0]
         for _ in range(len(keys) + 1):
-            answer = await self._client().eval(RESERVE_LUA, len(keys), *keys, *args)
+            answer = await script(keys=keys, args=args)
             if int(answer[0]) == 1:
                 return None
             rule, start = hold.keys[int(answer[1]) - 1]
@@ -351,14 +374,14 @@ class RedisBook:
 
     async def settle(self, hold: Hold, units: int, tokens: int) -> None:
         keys = [redis_key(rule, start) for rule, start in hold.keys]
-        await self._client().eval(SETTLE_LUA, len(keys), *keys, hold.id, units, tokens)
+        await self._scripts()[1](keys=keys, args=[hold.id, units, tokens])
 
     async def standing(self, rule: Rule, start: date) -> Standing:
-        key = redis_key(rule, start)
-        values = await self._client().eval(STANDING_LUA, 1, key)
+        script = self._scripts()[3]
+        values = await script(keys=[redis_key(rule, start)])
         if not values:
             await self._load(rule, start)
-            values = await self._client().eval(STANDING_LUA, 1, key)
+            values = await script(keys=[redis_key(rule, start)])
         su, st, ru, rt = (int(v or 0) for v in values)
         return Standing(su, st, ru, rt)
 

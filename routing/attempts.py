@@ -21,7 +21,7 @@ from axonflow_site.errors import AxonFlowError, NoHealthyProvider, RateLimited, 
 from providers.adapters.base import CompletionRequest, ProviderError, ProviderTimeout, Usage, credentials_rejected
 from providers.pricing import actual_cost, estimate_prompt_tokens, prices_for
 from routing import pool as pools
-from routing import retry, trace
+from routing import retry, token_limits, trace
 from routing.candidates import CHAT_ONLY, candidates_of, check_features
 from routing.health import breaker
 from routing.ratelimit import Limiter
@@ -110,6 +110,8 @@ def account(
         if delivered is not None and config is not None:  # a stream cut short: what reached the client
             entry.prompt_tokens, entry.completion_tokens = delivered.prompt_tokens, delivered.completion_tokens
             entry.cost = actual_cost(config, delivered, entry.model or config.model)
+    if caller.tpm_estimate:
+        token_limits.settle_tokens(caller, entry.prompt_tokens + entry.completion_tokens)
     hold = caller.hold
     if hold is not None:
         entry.budgets = [(rule.id, start) for rule, start in hold.keys]

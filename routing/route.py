@@ -58,6 +58,7 @@ class Caller:
     tenant: str = ""  # the tenant's slug (metrics, logs)
     received: float = 0.0  # time.perf_counter() when the request arrived (0: not known)
     hold: Any = None  # the request's budget reservation (usage.budgets.Hold), settled at its end
+    tpm_estimate: int = 0  # the tokens its token's tokens-per-minute window took (routing/token_limits.py)
 
 
 @dataclass(slots=True)

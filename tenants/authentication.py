@@ -69,6 +69,8 @@ class TokenIdentity:
     name: str
     prefix: str = ""
     api_rate_limit: int = 0  # the tenant's requests per minute (Tenant.api_rate_limit; 0 = unlimited)
+    rpm_limit: int = 0  # this token's requests per minute (0 = unlimited)
+    tpm_limit: int = 0  # this token's tokens per minute (0 = unlimited)
 
     @property
     def label(self) -> str:
@@ -184,7 +186,7 @@ def lookup_token(raw: str) -> TokenIdentity | None:
         tenant = token.tenant
         identity = TokenIdentity(
             token.pk, token.tenant_id, tenant.slug, tenant.plan, token.scope, token.name, token.prefix,
-            tenant.api_rate_limit,
+            tenant.api_rate_limit, token.rpm_limit, token.tpm_limit,
         )  # fmt: skip
         if token.expires_at is not None:  # cached no longer than the token lives
             lives = (token.expires_at - timezone.now()).total_seconds()

@@ -111,6 +111,10 @@ class ApiToken(models.Model):
     last_used = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # This token's own limits over any sliding minute, shared by every process through
+    # Redis (routing/token_limits.py); 0 = none.
+    rpm_limit = models.PositiveIntegerField(default=0, help_text="requests per minute; 0 = unlimited")
+    tpm_limit = models.PositiveIntegerField(default=0, help_text="tokens per minute; 0 = unlimited")
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -125,14 +129,14 @@ class ApiToken(models.Model):
 
     @classmethod
     def issue(
-        cls, tenant: Tenant, name: str, scope: str = TokenScope.COMPLETIONS, expires_at=None
+        cls, tenant: Tenant, name: str, scope: str = TokenScope.COMPLETIONS, expires_at=None, **limits: int
     ) -> tuple[ApiToken, str]:
         """Create a token and return it with the raw value, which is never stored."""
         raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = cls.objects.create(
             tenant=tenant, name=name, scope=scope, prefix=raw[:PREFIX_LENGTH], token_hash=hash_token(raw),
-            expires_at=expires_at,
-        )
+            expires_at=expires_at, **limits,
+        )  # fmt: skip
         return token, raw
 
     @property

@@ -75,7 +75,8 @@ def parse_expiry(value: object) -> datetime.datetime | None:
 
 
 def create_token(
-    tenant: Tenant, name: object, scope: object = TokenScope.COMPLETIONS, expires_at: object = None
+    tenant: Tenant, name: object, scope: object = TokenScope.COMPLETIONS, expires_at: object = None,
+    rpm_limit: object = 0, tpm_limit: object = 0,
 ) -> tuple[ApiToken, str]:
     """Issue a token and return it with its raw value, which is never stored or shown again.
 
@@ -86,7 +87,19 @@ def create_token(
     expiry = parse_expiry(expires_at)
     if expiry is not None and expiry <= timezone.now():
         raise ValidationFailed("expires_at: must be in the future.", {"field": "expires_at"})
-    return ApiToken.issue(tenant, name, scope, expires_at=expiry)
+    limits = {field: clean_limit(value, field) for field, value in (("rpm_limit", rpm_limit), ("tpm_limit", tpm_limit))}
+    return ApiToken.issue(tenant, name, scope, expires_at=expiry, **limits)
+
+
+def clean_limit(value: object, field: str) -> int:
+    """A per-minute limit: a whole number from 0 (none) to 10⁹."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if type(value) is not int or not 0 <= value <= 10**9:
+        raise ValidationFailed(f"{field}: a whole number, 0 (unlimited) or more.", {"field": field})
+    return value
 
 
 def revoke_token(token: ApiToken) -> bool:

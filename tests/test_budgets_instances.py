@@ -171,3 +171,13 @@ def test_the_ledger_rebuilds_redis_after_its_keys_are_lost(fresh):
             bus.delete(key)
         bus.close()
         assert [a.post("/v1/chat/completions", json=BODY).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_tokens_30_requests_a_minute_admit_exactly_30_of_100_across_instances(fresh):
+    """Must-show 5: the per-token window is shared through Redis."""
+    r = fresh.a.client.post("/api/v1/tokens/", json={"name": "rpm", "scope": "completions", "rpm_limit": 30})
+    assert r.status_code == 201, r.text
+    results = asyncio.run(storm(urls(fresh), r.json()["token"], 100))
+    assert [status for status, _ in results].count(200) == 30
+    assert {code for status, code in results if status != 200} == {"rate_limited"}
+    assert fresh.upstream_requests("p0") == 30

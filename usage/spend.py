@@ -141,7 +141,8 @@ def clean_budget(tenant: Tenant, item: Any, index: int) -> dict[str, Any]:
         raise ValidationFailed(f"{where}.enabled: true or false.", {"field": f"{where}.enabled"})
     token_id = item.get("token_id")
     if token_id is not None:
-        if type(token_id) is not int or not ApiToken.objects.filter(tenant=tenant, pk=token_id).exists():
+        known = type(token_id) is int and 0 < token_id < 2**63
+        if not known or not ApiToken.objects.filter(tenant=tenant, pk=token_id).exists():
             raise ValidationFailed(f"{where}.token_id: no such API token.", {"field": f"{where}.token_id"})
     return {"name": name.strip(), "token_id": token_id, "period": period, "limit_usd": limit_usd,
             "limit_tokens": limit_tokens, "soft_percent": soft, "enabled": enabled}  # fmt: skip
@@ -190,6 +191,8 @@ def replace_budgets(tenant: Tenant, items: Any) -> list[Budget]:
 
 def check_zone(zone: str) -> str:
     try:
+        if len(zone) > 64 or "\x00" in zone:
+            raise ValueError(zone)
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationFailed("time_zone: an IANA time zone name, e.g. Europe/Berlin.", {"field": "time_zone"}) from None

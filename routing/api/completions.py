@@ -22,7 +22,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from axonflow_site import context
 from axonflow_site.errors import PayloadTooLarge, Unauthorized
 from providers.adapters.base import CompletionRequest, Message
-from routing import router
+from routing import router, token_limits
 from routing.api.base import JSONOnly, check_body_size, check_query
 from routing.api.schema import APISchema
 from routing.api.serializers import CompletionRequestSerializer, CompletionResponseSerializer, ErrorSerializer
@@ -155,6 +155,8 @@ class CompletionsView(APIView):
             setattr(request, IDENTITY_ATTR, identity)
             self.initial(drf_request, *args, **kwargs)
             await check_tenant(identity)
+            if identity.rpm_limit:
+                await token_limits.admit(identity, context.request_id())
             handler = getattr(self, request.method.lower(), None)
             if request.method.lower() not in self.http_method_names or handler is None:
                 handler = self.http_method_not_allowed
@@ -203,6 +205,8 @@ class CompletionsView(APIView):
         caller = Caller(
             identity.tenant_id, identity.token_id, context.request_id(), snapshot.store_prompts, identity.tenant_slug, started
         )
+        if identity.tpm_limit:
+            await token_limits.admit_tokens(identity, caller, completion)
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
             headers = {**SSE_HEADERS, "X-AxonFlow-Provider": stream.provider_name, "X-Request-Id": caller.request_id}

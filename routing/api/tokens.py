@@ -19,7 +19,7 @@ from routing.api.serializers import ErrorSerializer
 from tenants.models import ApiToken, Tenant, TokenScope
 from tenants.tokens import create_token, revoke_token
 
-TYPES = {"name": (str,), "scope": (str,), "expires_at": (str, type(None))}
+TYPES = {"name": (str,), "scope": (str,), "expires_at": (str, type(None)), "rpm_limit": (int,), "tpm_limit": (int,)}
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -30,7 +30,8 @@ class TokenSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "scope", "prefix", "created", "last_used", "expires_at", "revoked_at", "active"]
+        fields = ["id", "name", "scope", "prefix", "created", "last_used", "expires_at", "revoked_at", "active",
+                  "rpm_limit", "tpm_limit"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -45,6 +46,8 @@ class TokenCreateSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(
         required=False, allow_null=True, help_text="ISO 8601, in the future; without an offset it is UTC"
     )
+    rpm_limit = serializers.IntegerField(required=False, default=0, min_value=0, help_text="requests per minute; 0: none")
+    tpm_limit = serializers.IntegerField(required=False, default=0, min_value=0, help_text="tokens per minute; 0: none")
 
 
 class TokenCreatedSerializer(serializers.Serializer):
@@ -67,6 +70,8 @@ def parse_body(request) -> dict:
         "name": data["name"],
         "scope": data.get("scope", TokenScope.COMPLETIONS),
         "expires_at": data.get("expires_at"),
+        "rpm_limit": data.get("rpm_limit", 0),
+        "tpm_limit": data.get("tpm_limit", 0),
     }
 
 

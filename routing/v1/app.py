@@ -19,7 +19,7 @@ from django.conf import settings
 
 from axonflow_site import context, metrics, tracing
 from axonflow_site.errors import AxonFlowError, PayloadTooLarge
-from routing import embeddings, pool, router
+from routing import embeddings, pool, router, token_limits
 from routing.cache import get_snapshot
 from routing.ratelimit import check_tenant
 from routing.route import Caller
@@ -65,6 +65,8 @@ async def authenticate(scope) -> TokenIdentity:
     context.set_tenant(identity.tenant_slug)
     if identity.api_rate_limit:  # unlimited tenants skip even the call
         await check_tenant(identity)
+    if identity.rpm_limit:
+        await token_limits.admit(identity, context.request_id())
     return identity
 
 
@@ -161,6 +163,8 @@ async def chat(scope, receive, send, request_id: str, received: float) -> None:
     caller = Caller(
         identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
     )
+    if identity.tpm_limit:
+        await token_limits.admit_tokens(identity, caller, completion)
     with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller)
@@ -180,6 +184,8 @@ async def embed(scope, receive, send, request_id: str, received: float) -> None:
     caller = Caller(
         identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
     )
+    if identity.tpm_limit:
+        await token_limits.admit_tokens(identity, caller, request)
     with Watch(receive):
         answer = await embeddings.embed(snapshot, request, options, caller)
         extra = [(b"x-axonflow-provider", answer.result.provider_name.encode()), (b"x-request-id", request_id.encode())]
@@ -197,6 +203,8 @@ async def messages(scope, receive, send, request_id: str, received: float) -> No
     caller = Caller(
         identity.tenant_id, identity.token_id, request_id, snapshot.store_prompts, identity.tenant_slug, received
     )
+    if identity.tpm_limit:
+        await token_limits.admit_tokens(identity, caller, completion)
     with Watch(receive):
         if completion.stream:
             stream = await router.open_stream(snapshot, completion, options, caller, endpoint="messages")

@@ -24,6 +24,7 @@ from providers.models import HealthStatus, OperatorState, ProviderConfig
 from routing.health import breaker
 from tenants.models import Tenant
 from tenants.rls import tenant_context
+from usage.spend import report
 
 CIRCUIT_STATES = ("closed", "open", "half_open")
 
@@ -63,6 +64,32 @@ class ProviderStates:
         yield from (health, circuit, operator, enabled)
 
 
+class BudgetStates:
+    """A collector: each budget's current period, from the durable ledger (usage/spend.py)."""
+
+    def collect(self):
+        ratio = GaugeMetricFamily(
+            "axonflow_budget_spend_ratio", "Spend this period as a share of the budget's tighter limit (1 = reached).",
+            labels=["tenant", "budget"],
+        )  # fmt: skip
+        spent = GaugeMetricFamily(
+            "axonflow_budget_spent_usd", "Spend this period against the budget, in US dollars.",
+            labels=["tenant", "budget"],
+        )  # fmt: skip
+        soft = GaugeMetricFamily(
+            "axonflow_budget_soft_reached", "1 when the budget's spend is past its soft threshold.",
+            labels=["tenant", "budget"],
+        )  # fmt: skip
+        for tenant in Tenant.objects.order_by("pk"):
+            label = metrics.tenant_label(tenant.slug)
+            for standing in report(tenant):
+                name = standing.budget.name
+                ratio.add_metric([label, name], (standing.percent or 0.0) / 100)
+                spent.add_metric([label, name], float(standing.spent_usd))
+                soft.add_metric([label, name], float(standing.soft_reached))
+        yield from (ratio, spent, soft)
+
+
 def providers() -> list[tuple[str, ProviderConfig]]:
     """(tenant slug, provider) for every provider, each tenant read in its RLS context."""
     found = []
@@ -88,6 +115,7 @@ def registry() -> CollectorRegistry:
         else:
             _registry = REGISTRY
         _registry.register(ProviderStates())
+        _registry.register(BudgetStates())
     return _registry
 
 

@@ -21,7 +21,9 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from axonflow_site import metrics
-from routing.scrape import ProviderStates
+from routing.scrape import BudgetStates, ProviderStates
+from tenants.rls import tenant_context
+from usage.models import Budget
 from usage.observe import error_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,11 +99,13 @@ def exported(acme, make_provider) -> Exported:
         if isinstance(family, MetricWrapperBase):
             labels.update(family_samples(family._name, family._type, family._labelnames))
     make_provider(acme, name="a")
-    for family in ProviderStates().collect():
+    with tenant_context(acme.pk):
+        Budget.objects.create(tenant=acme, name="monthly", limit_usd=1)
+    for family in [*ProviderStates().collect(), *BudgetStates().collect()]:
         assert family.samples, f"{family.name}: no sample for a configured provider"
         names = {key for sample in family.samples for key in sample.labels}
         labels.update(family_samples(family.name, family.type, names))
-        for label in names - {"tenant", "provider"}:  # the state sets: status, state
+        for label in names - {"tenant", "provider", "budget"}:  # the state sets: status, state
             values[family.name, label] = frozenset(sample.labels[label] for sample in family.samples)
     attempts = [error_class(outcome) for outcome in ATTEMPT_OUTCOMES]
     values["axonflow_attempts_total", "outcome"] = frozenset(outcome for outcome, _ in attempts)

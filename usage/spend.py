@@ -197,3 +197,19 @@ def check_zone(zone: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationFailed("time_zone: an IANA time zone name, e.g. Europe/Berlin.", {"field": "time_zone"}) from None
     return zone
+
+
+def save_budget(tenant: Tenant, item: dict[str, Any], *, original: str | None = None) -> Budget:
+    """Create a budget, or change the one named `original` (the console's form), by the
+    same rules as the API. ValidationFailed names the field."""
+    values = clean_budget(tenant, item, 0)
+    with transaction.atomic(), tenant_context(tenant.pk):
+        budget = Budget.objects.filter(tenant=tenant, name=original).first() if original else None
+        clash = Budget.objects.filter(tenant=tenant, name=values["name"]).exclude(pk=getattr(budget, "pk", None))
+        if clash.exists():
+            raise ValidationFailed("name: another budget has this name.", {"field": "name"})
+        budget = budget or Budget(tenant=tenant)
+        for key, value in values.items():
+            setattr(budget, key, value)
+        budget.save()
+    return budget

@@ -26,7 +26,7 @@ from providers.models import ProviderConfig
 from tenants.models import ApiToken, Tenant
 from tenants.rls import tenant_context
 from usage.metrics import WindowMetrics, bucket_index
-from usage.models import Budget, MetricBucket, UsageRecord
+from usage.models import Budget, BudgetSpend, MetricBucket, UsageRecord
 
 if TYPE_CHECKING:
     from usage.entry import Entry
@@ -252,11 +252,32 @@ def add_to_budgets(tenant_id: int, entries: list[Entry]) -> None:
             total[2] += 1
     if not totals:
         return
-    live = set(Budget.objects.filter(tenant_id=tenant_id, pk__in={b for b, _ in totals}).values_list("pk", flat=True))
+    live = {b.pk: b for b in Budget.objects.filter(tenant_id=tenant_id, pk__in={b for b, _ in totals})}
     rows = [(tenant_id, b, start, str(c), t, n) for (b, start), (c, t, n) in sorted(totals.items()) if b in live]
-    if rows:
-        with connection.cursor() as cursor:
-            cursor.executemany(BUDGET_UPSERT, rows)
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.executemany(BUDGET_UPSERT, rows)
+    after = BudgetSpend.objects.filter(budget_id__in=[r[1] for r in rows], period_start__in={r[2] for r in rows})
+    for spend in after:
+        added = totals.get((spend.budget_id, spend.period_start))
+        if added is not None:
+            warn_if_crossed(live[spend.budget_id], spend, added[0], added[1])
+
+
+def warn_if_crossed(budget: Budget, spend: BudgetSpend, usd: Decimal, tokens: int) -> None:
+    """Log a budget's spend passing its soft threshold, or its limit, with this batch."""
+    for limit, now, before, unit in (
+        (budget.limit_usd, spend.spent_usd, spend.spent_usd - usd, "USD"),
+        (budget.limit_tokens, spend.spent_tokens, spend.spent_tokens - tokens, "tokens"),
+    ):
+        if not limit:
+            continue
+        for share, what in ((Decimal(budget.soft_percent) / 100, f"its soft threshold ({budget.soft_percent} %)"),
+                            (Decimal(1), "its limit")):  # fmt: skip
+            if before < limit * share <= now:
+                log.warning("budget %r of tenant %s passed %s: %s of %s %s this %s", budget.name, budget.tenant_id,
+                            what, now, limit, unit, budget.period)  # fmt: skip
 
 
 def write_tenant(tenant_id: int, entries: list[Entry]) -> None:

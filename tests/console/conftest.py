@@ -13,7 +13,7 @@ from tenants.models import ApiToken, Membership, Tenant, TokenScope
 from tenants.rls import tenant_context
 from tests.conftest import _logged_in as logged_in
 from usage.metrics import BUCKET_COUNT
-from usage.models import MetricBucket, UsageRecord
+from usage.models import Budget, MetricBucket, UsageRecord
 
 
 @pytest.fixture
@@ -37,6 +37,7 @@ class World:
     health: HealthResult | None = None
     bucket: MetricBucket | None = None
     admin_token: ApiToken | None = None
+    budget: Budget | None = None
 
     def url_kwargs(self) -> dict[str, object]:
         """Console URL keyword arguments, by the names every page module uses."""
@@ -46,6 +47,7 @@ class World:
             "token_id": self.token.pk,
             "member_id": self.membership.pk,
             "record_id": self.record.pk,
+            "budget_id": self.budget.pk if self.budget else 0,
         }
 
 
@@ -92,8 +94,9 @@ def make_world(tenant: Tenant, member, make_provider) -> World:
             tenant=tenant, provider=provider, minute=minute, request_count=1, latency_sum_ms=3.0,
             latency_histogram=[1] + [0] * (BUCKET_COUNT - 1), prompt_tokens=3, completion_tokens=5,
         )  # fmt: skip
+        budget = Budget.objects.create(tenant=tenant, name=f"{slug}-monthly", limit_usd=100)
     membership = Membership.objects.get(tenant=tenant, user=member)
-    return World(tenant, provider, route, token, membership, record, standby, health, bucket, admin_token)
+    return World(tenant, provider, route, token, membership, record, standby, health, bucket, admin_token, budget)
 
 
 @pytest.fixture

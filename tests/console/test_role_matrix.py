@@ -15,7 +15,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from providers.models import ModelRoute, ModelRouteTarget, ProviderConfig
 from tenants.models import ROLE_RANK, ApiToken, AuditEntry, Membership, Role
 from tenants.rls import tenant_context
-from usage.models import UsageRecord
+from usage.models import Budget, UsageRecord
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +66,7 @@ def state_of(*tenants) -> dict:
                 list(Membership.objects.filter(tenant=tenant).order_by("pk").values()),
                 AuditEntry.objects.filter(tenant=tenant).count(),
                 UsageRecord.objects.filter(tenant=tenant).count(),
+                list(Budget.objects.filter(tenant=tenant).order_by("pk").values()),
             )
     return state
 

@@ -16,6 +16,7 @@ NAMES = {
     "v1_tools": "/v1/chat/completions (3 tools, tool-call answer)",
     "api": "/api/v1/completions",
     "v1_metrics_on": "/v1/chat/completions, metrics on",
+    "v1_budget": "/v1/chat/completions, a budget active",
     "v1_metrics_off": "/v1/chat/completions, AXONFLOW_METRICS=false",
 }
 LATENCY_HEAD = (
@@ -74,6 +75,16 @@ def markdown(results: dict) -> str:
                        f"{g['cpu_us_per_request']} | {g['errors']} |")  # fmt: skip
         out += ["", f"Metrics on / off: {r['on_over_off']:.1%} of the throughput, "
                     f"{r['cpu_on_over_off']:.1%} of the CPU per request.", ""]  # fmt: skip
+    if "budget" in results:
+        r = results["budget"]
+        out += [f"### A budget active ({r['book']} book), /v1/chat/completions, interleaved", "",
+                "| requests | req/s | p50 ms | p99 ms | gateway CPU µs/req | errors |", "|---|---|---|---|---|---|"]  # fmt: skip
+        for target in ("v1", "v1_budget"):
+            g = r[target]
+            out.append(f"| {NAMES[target]} | {g['rps']:,} | {_f(g['p50_ms'])} | {_f(g['p99_ms'])} | "
+                       f"{g['cpu_us_per_request']} | {g['errors']} |")  # fmt: skip
+        out += ["", f"With a budget / without: {r['with_over_without']:.1%} of the throughput, "
+                    f"{r['cpu_with_over_without']:.1%} of the CPU per request.", ""]  # fmt: skip
     if "memory" in results:
         m = results["memory"]
         out += [f"Gateway memory after the run: RSS {m['rss_mb']} MB, peak RSS {m['peak_rss_mb']} MB.", ""]

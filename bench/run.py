@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 RESULTS = ROOT / "bench" / "results"
-SCENARIOS = ("throughput", "latency", "burst", "ttfb", "memory", "metrics")
+SCENARIOS = ("throughput", "latency", "burst", "ttfb", "memory", "metrics", "budget")
 CHAT_BODY = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
 DIRECT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -142,6 +142,7 @@ class Stack:
         self.token = seeded.stdout.strip().splitlines()[-1]
         self.gateway = self.start_gateway(self.gateway_port)
         self.extra: dict[str, tuple[subprocess.Popen, int]] = {}  # target -> another gateway (add_gateway)
+        self.budget_token = ""  # a token with a budget of its own (the budget scenario)
         return self
 
     def start_gateway(self, port: int, **env: str) -> subprocess.Popen:
@@ -207,6 +208,10 @@ class Stack:
             target: (f"http://127.0.0.1:{port}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}")
             for target, (_, port) in self.extra.items()
         }
+        if self.budget_token:
+            extra["v1_budget"] = (
+                f"{self.gateway_url}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.budget_token}"
+            )
         return extra | {
             "direct": (f"{self.upstream_url}/p0/v1/chat/completions", DIRECT_BODY, "Bearer sk-bench-p0-0123456789"),
             "v1": (f"{self.gateway_url}/v1/chat/completions", {**CHAT_BODY, "model": "p0"}, f"Bearer {self.token}"),
@@ -345,6 +350,32 @@ def metrics(stack: Stack, args) -> dict:
     summary["on_over_off"] = round(summary["v1_metrics_on"]["rps"] / summary["v1_metrics_off"]["rps"], 3)
     summary["cpu_on_over_off"] = round(
         summary["v1_metrics_on"]["cpu_us_per_request"] / summary["v1_metrics_off"]["cpu_us_per_request"], 3
+    )
+    return summary
+
+
+def budget(stack: Stack, args) -> dict:
+    """/v1/chat/completions through the same gateway with a token that has a budget of
+    its own (far from its limit: every request reserves and settles) and with the plain
+    token, interleaved. The budget book is Redis when BENCH_REDIS_URL is set."""
+    stack.set_latency(0)
+    admin = {"Authorization": f"Bearer {stack.token}", "Content-Type": "application/json"}
+
+    def call(method: str, path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{stack.gateway_url}{path}", json.dumps(body).encode(), admin, method=method)
+        return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+    token = call("POST", "/api/v1/tokens/", {"name": "bench-budget", "scope": "completions"})
+    call("PUT", "/api/v1/budgets/", {"budgets": [{"name": "bench", "token_id": token["id"], "limit_usd": "1000000"}]})
+    stack.budget_token = token["token"]
+    targets = ["v1", "v1_budget"]
+    for target in targets:
+        wrk(stack, target, 10, 2)
+    summary = compare(stack, targets, 10, args.duration, max(3, args.rounds))
+    summary["book"] = "redis" if stack.env.get("REDIS_URL") else "in-process"
+    summary["with_over_without"] = round(summary["v1_budget"]["rps"] / summary["v1"]["rps"], 3)
+    summary["cpu_with_over_without"] = round(
+        summary["v1_budget"]["cpu_us_per_request"] / summary["v1"]["cpu_us_per_request"], 3
     )
     return summary
 

@@ -151,6 +151,14 @@ def collection_attempts(a: World, b: World) -> dict[tuple[str, str], list[Attemp
         ],
         ("api:tokens", "get"): [Attempt("get")],
         ("api:tokens", "post"): [Attempt("post", {"name": "mine", "tenant": b.tenant.pk}, 400, "validation_error")],
+        ("api:budgets", "get"): [Attempt("get")],
+        # A budget on globex's token is refused as an unknown token; the set stays acme's.
+        ("api:budgets", "put"): [
+            Attempt("put", {"budgets": [{"name": "mine", "limit_usd": "1", "token_id": b.token.pk}]}, 400,
+                    "validation_error"),
+            Attempt("put", {"budgets": [{"name": b.budget.name, "limit_usd": "1"}], "tenant": b.tenant.pk}, 400,
+                    "validation_error"),
+        ],  # fmt: skip
         ("api:models", "get"): [Attempt("get")],
         ("api:models", "post"): [
             Attempt("post", {"name": "taken", "targets": [{"provider": b.provider.name}]}, 400),
@@ -167,7 +175,7 @@ def markers_of(w: World, *members) -> set[str]:
     acme itself sent it (an unknown name echoed back in an error)."""
     found = {
         w.tenant.slug, w.tenant.name, w.provider.name, w.standby.name, w.standby.model, w.route.name,
-        w.admin_token.name, w.token.prefix, w.admin_token.prefix, w.record.request_id, w.health.error,
+        w.admin_token.name, w.token.prefix, w.admin_token.prefix, w.record.request_id, w.health.error, w.budget.name,
         *(m.username for m in members),
     }  # fmt: skip
     for name, pattern in ((n, p) for _, n, p in CONSOLE if keywords(p)):
@@ -541,6 +549,12 @@ def page_attempts(a: World, b: World) -> dict[str, list[PageAttempt]]:
                 creates=frozenset({("mine", "tenants_membership"), ("shared", "auth_user"), audit}),
             ),  # fmt: skip
         ],
+        "console:budgets": [
+            PageAttempt("get"),
+            PageAttempt("post", {"name": "mine", "limit_usd": "1", "token_id": str(b.token.pk)}),
+            PageAttempt("post", {"name": b.budget.name, "limit_usd": "1", "tenant": b.tenant.pk}, (302,),
+                        frozenset({("mine", "usage_budget"), audit})),
+        ],  # fmt: skip
         "console:audit": [
             PageAttempt("get"),
             PageAttempt("get", {"object_name": b.provider.name}),

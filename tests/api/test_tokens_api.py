@@ -22,7 +22,8 @@ pytestmark = pytest.mark.django_db
 
 URL = "/api/v1/tokens/"
 CREATED_FIELDS = {"id", "name", "scope", "prefix", "created", "expires_at", "token"}
-LISTED_FIELDS = {"id", "name", "scope", "prefix", "created", "last_used", "expires_at", "revoked_at", "active"}
+LISTED_FIELDS = {"id", "name", "scope", "prefix", "created", "last_used", "expires_at", "revoked_at", "active",
+                 "rpm_limit", "tpm_limit"}
 
 
 def audit_count(tenant) -> int:

@@ -13,7 +13,7 @@ from tenants.models import ApiToken, Membership, Tenant, TokenScope
 from tenants.rls import tenant_context
 from tests.conftest import _logged_in as logged_in
 from usage.metrics import BUCKET_COUNT
-from usage.models import Budget, MetricBucket, UsageRecord
+from usage.models import Budget, BudgetSpend, MetricBucket, UsageRecord
 
 
 @pytest.fixture
@@ -94,7 +94,9 @@ def make_world(tenant: Tenant, member, make_provider) -> World:
             tenant=tenant, provider=provider, minute=minute, request_count=1, latency_sum_ms=3.0,
             latency_histogram=[1] + [0] * (BUCKET_COUNT - 1), prompt_tokens=3, completion_tokens=5,
         )  # fmt: skip
-        budget = Budget.objects.create(tenant=tenant, name=f"{slug}-monthly", limit_usd=100)
+        budget = Budget.objects.create(tenant=tenant, name=f"{slug}-monthly", limit_usd=100, token=token)
+        BudgetSpend.objects.create(tenant=tenant, budget=budget, period_start=minute.date().replace(day=1),
+                                   spent_usd=1, spent_tokens=8, requests=1)  # fmt: skip
     membership = Membership.objects.get(tenant=tenant, user=member)
     return World(tenant, provider, route, token, membership, record, standby, health, bucket, admin_token, budget)
 

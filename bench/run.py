@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -363,10 +364,13 @@ def budget(stack: Stack, args) -> dict:
 
     def call(method: str, path: str, body: dict) -> dict:
         request = urllib.request.Request(f"{stack.gateway_url}{path}", json.dumps(body).encode(), admin, method=method)
-        return json.loads(urllib.request.urlopen(request, timeout=10).read())
+        try:
+            return json.loads(urllib.request.urlopen(request, timeout=10).read())
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read()[:500]!r}") from None
 
     token = call("POST", "/api/v1/tokens/", {"name": "bench-budget", "scope": "completions"})
-    call("PUT", "/api/v1/budgets/", {"budgets": [{"name": "bench", "token_id": token["id"], "limit_usd": "1000000"}]})
+    call("PUT", "/api/v1/budgets/", {"budgets": [{"name": "bench", "token_id": token["id"], "limit_usd": "999999"}]})
     stack.budget_token = token["token"]
     targets = ["v1", "v1_budget"]
     for target in targets:

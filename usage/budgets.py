@@ -23,6 +23,7 @@ transaction as the usage records (usage/store.py), so the two agree exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import threading
@@ -40,6 +41,9 @@ from django.utils import timezone
 from axonflow_site.errors import AxonFlowError
 
 log = logging.getLogger("axonflow.budgets")
+
+_HOLD_PREFIX = secrets.token_hex(6)
+_hold_numbers = itertools.count(1)
 
 UNIT = Decimal("0.00000001")  # the usage records' cost precision
 
@@ -102,6 +106,18 @@ def to_units(cost: Decimal) -> int:
 
 def to_usd(units: int) -> Decimal:
     return (Decimal(units) * UNIT).quantize(UNIT)
+
+
+_current: dict[tuple[str, str], tuple[date, datetime, float]] = {}  # (period, zone) -> (start, end, end ts)
+
+
+def current_period(period: str, zone: str) -> date:
+    """The first day of the period running now: period_bounds, kept until the period ends."""
+    found = _current.get((period, zone))
+    if found is None or time.time() >= found[2]:
+        start, end = period_bounds(period, zone)
+        found = _current[period, zone] = (start, end, end.timestamp())
+    return found[0]
 
 
 def period_bounds(period: str, zone: str, now: datetime | None = None) -> tuple[date, datetime]:
@@ -179,11 +195,15 @@ class LocalBook:
 
     @staticmethod
     def _expire(standing: Standing, now: float) -> None:
-        for hold_id, (units, tokens, expires) in list(standing.holds.items()):
-            if expires <= now:
-                del standing.holds[hold_id]
-                standing.reserved_units -= units
-                standing.reserved_tokens -= tokens
+        """Drop the holds expired by `now`: the oldest first (every hold lasts as long,
+        so insertion order is expiry order), stopping at the first still held."""
+        while standing.holds:
+            hold_id, (units, tokens, expires) = next(iter(standing.holds.items()))
+            if expires > now:
+                return
+            del standing.holds[hold_id]
+            standing.reserved_units -= units
+            standing.reserved_tokens -= tokens
 
     async def reserve(self, hold: Hold) -> tuple[Rule, int, int] | None:
         await self._load(hold.keys)
@@ -202,6 +222,10 @@ class LocalBook:
         return None
 
     async def settle(self, hold: Hold, units: int, tokens: int) -> None:
+        self.settle_now(hold, units, tokens)
+
+    def settle_now(self, hold: Hold, units: int, tokens: int) -> None:
+        """No I/O: the request path settles in place rather than through a task."""
         with self._lock:
             for rule, start in hold.keys:
                 standing = self._periods.setdefault((rule.id, start), Standing())
@@ -410,11 +434,11 @@ def reset() -> None:
 
 def new_hold(rules: list[Rule], token_id: int | None, units: int, tokens: int, request_id: str) -> Hold | None:
     """The hold a request needs: on every enabled budget that applies; None when none does."""
-    now = timezone.now()
-    keys = [(rule, period_bounds(rule.period, rule.time_zone, now)[0]) for rule in rules if rule.applies_to(token_id)]
+    keys = [(rule, current_period(rule.period, rule.time_zone)) for rule in rules if rule.applies_to(token_id)]
     if not keys:
         return None
-    return Hold(f"{request_id}:{secrets.token_hex(4)}", keys, units, tokens)
+    # Unique across processes (the prefix is random per process start) whatever the request id.
+    return Hold(f"{_HOLD_PREFIX}{next(_hold_numbers):x}", keys, units, tokens)
 
 
 async def reserve(hold: Hold) -> None:
@@ -461,6 +485,10 @@ def settle_soon(hold: Hold, cost: Decimal, tokens: int) -> None:
     if hold.settled:
         return
     hold.settled = True
+    shared_book = book()
+    if isinstance(shared_book, LocalBook):
+        shared_book.settle_now(hold, to_units(cost), tokens)
+        return
     task = asyncio.get_running_loop().create_task(_settle(hold, to_units(cost), tokens))
     _pending.add(task)
     task.add_done_callback(_pending.discard)

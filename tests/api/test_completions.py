@@ -331,12 +331,12 @@ def test_with_warm_caches_a_completion_runs_no_query(
     breaker.remember_thresholds(acme.pk, status.DEFAULT_THRESHOLDS)  # keep its background load out of the count
     cache.invalidate_all()
     # Cold: the token; then, in one RLS transaction (a savepoint inside the test's, plus
-    # set_config on PostgreSQL), the tenant, its providers and its model routes with their
-    # targets (one join, for SPEC §2 rule 0). last_used is stamped later
+    # set_config on PostgreSQL), the tenant, its providers, its model routes with their
+    # targets (one join, for SPEC §2 rule 0) and its budgets. last_used is stamped later
     # by the usage writer, off the request path. On PostgreSQL, nested in the test's own
     # transaction, tenant_context also reads and restores the outer tenant (two queries
     # a server, with no outer transaction there, does not make).
-    with django_assert_num_queries(9 if settings.IS_POSTGRES else 6):
+    with django_assert_num_queries(10 if settings.IS_POSTGRES else 7):
         assert acme_completions_api.post(URL, {"prompt": "hi"}).status_code == 200
     with django_assert_num_queries(0):
         for _ in range(3):

@@ -307,8 +307,8 @@ def test_with_warm_caches_a_completion_runs_no_query(http, two, queries):
     background = [q for q in queries if q.startswith('SELECT "tenants_tenant"') and q.endswith("LIMIT 1")]
     cold = [q for q in queries if q not in background]
     # The token; then, in one RLS transaction (BEGIN on SQLite, set_config on PostgreSQL),
-    # the tenant, its providers, and its model routes with their targets (one join).
-    assert len(cold) == 5, [q[:60] for q in cold]
+    # the tenant, its providers, its model routes with their targets (one join) and its budgets.
+    assert len(cold) == 6, [q[:60] for q in cold]
     queries.clear()
     for _ in range(5):
         assert http.post(CHAT, json={"model": "auto", "messages": HELLO}).status_code == 200

@@ -234,3 +234,18 @@ def pytest_collection_modifyitems(config, items):
             missing.append("REDIS_URL")
         if missing:
             raise pytest.UsageError(f"AXONFLOW_REQUIRE_SERVICES is set but {', '.join(missing)} is not configured")
+
+
+def forget_redis_keys(pattern: str) -> None:
+    """Delete REDIS_URL's keys under `pattern` after AXONFLOW_CHANNEL_PREFIX (ids repeat
+    between test databases, so what an earlier run left must not count); no Redis: nothing."""
+    if not settings.REDIS_URL:
+        return
+    import redis
+
+    bus = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        for key in bus.scan_iter(f"{settings.CHANNEL_PREFIX}:{pattern}"):
+            bus.delete(key)
+    finally:
+        bus.close()

@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync
 from routing import cache
 from tenants.models import TokenScope
 from tenants.rls import tenant_context
-from tests.conftest import make_token
+from tests.conftest import forget_redis_keys, make_token
 from usage import budgets
 from usage.models import Budget, BudgetSpend, UsageRecord
 from usage.writer import writer as usage_writer
@@ -30,17 +30,10 @@ CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture(autouse=True)
-def fresh_book(settings):
-    """Nothing held or spent from before: this process's book, and Redis's budget keys
-    (budget ids repeat between test databases)."""
+def fresh_book():
+    """Nothing held or spent from before: this process's book, and Redis's budget keys."""
     budgets.reset()
-    if settings.REDIS_URL:
-        import redis
-
-        bus = redis.Redis.from_url(settings.REDIS_URL)
-        for key in bus.scan_iter(f"{settings.CHANNEL_PREFIX}:budget:*"):
-            bus.delete(key)
-        bus.close()
+    forget_redis_keys("budget:*")
     yield
     budgets.reset()
 

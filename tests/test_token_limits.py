@@ -9,6 +9,7 @@ import pytest
 from routing import token_limits
 from tenants.models import ApiToken, TokenScope
 from tenants.tokens import create_token
+from tests.conftest import forget_redis_keys
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,15 +17,9 @@ BODY = {"model": "p", "messages": [{"role": "user", "content": "hi"}], "max_toke
 
 
 @pytest.fixture(autouse=True)
-def fresh_windows(settings):
+def fresh_windows():
     token_limits.reset()
-    if settings.REDIS_URL:
-        import redis
-
-        bus = redis.Redis.from_url(settings.REDIS_URL)
-        for key in bus.scan_iter(f"{settings.CHANNEL_PREFIX}:tl:*"):
-            bus.delete(key)
-        bus.close()
+    forget_redis_keys("tl:*")
     yield
     token_limits.reset()
 

@@ -255,17 +255,19 @@ def over(rule: Rule, standing: Standing, units: int, tokens: int) -> bool:
 # tokens), a sorted set KEY:h of hold ids by expiry (ms, Redis TIME) and a hash KEY:a of
 # each hold's "units:tokens". Every script purges expired holds first.
 PURGE = """
+local function release(key, id)
+  local held = redis.call('HGET', key .. ':a', id)
+  if held then
+    local u, t = string.match(held, '(%d+):(%d+)')
+    redis.call('HINCRBY', key, 'ru', -tonumber(u))
+    redis.call('HINCRBY', key, 'rt', -tonumber(t))
+    redis.call('HDEL', key .. ':a', id)
+  end
+  redis.call('ZREM', key .. ':h', id)
+end
 local function purge(key, now)
-  local gone = redis.call('ZRANGEBYSCORE', key .. ':h', '-inf', now)
-  for _, id in ipairs(gone) do
-    local held = redis.call('HGET', key .. ':a', id)
-    if held then
-      local u, t = string.match(held, '(%d+):(%d+)')
-      redis.call('HINCRBY', key, 'ru', -tonumber(u))
-      redis.call('HINCRBY', key, 'rt', -tonumber(t))
-      redis.call('HDEL', key .. ':a', id)
-    end
-    redis.call('ZREM', key .. ':h', id)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key .. ':h', '-inf', now)) do
+    release(key, id)
   end
 end
 local function now_ms()
@@ -325,20 +327,13 @@ return results
 
 # Many settlements in one call. KEYS: every budget key of the batch. ARGV: the number of
 # holds, then per hold: id, actual units, actual tokens, n, and n key indexes.
-SETTLE_LUA = """
+SETTLE_LUA = PURGE + """
 local at = 2
 for h = 1, tonumber(ARGV[1]) do
   local id, units, tokens, n = ARGV[at], ARGV[at + 1], ARGV[at + 2], tonumber(ARGV[at + 3])
   for j = 1, n do
     local key = KEYS[tonumber(ARGV[at + 3 + j])]
-    local held = redis.call('HGET', key .. ':a', id)
-    if held then
-      local u, t = string.match(held, '(%d+):(%d+)')
-      redis.call('HINCRBY', key, 'ru', -tonumber(u))
-      redis.call('HINCRBY', key, 'rt', -tonumber(t))
-      redis.call('HDEL', key .. ':a', id)
-      redis.call('ZREM', key .. ':h', id)
-    end
+    release(key, id)
     redis.call('HINCRBY', key, 'su', units)
     redis.call('HINCRBY', key, 'st', tokens)
   end
@@ -411,9 +406,6 @@ class Batches:
             self.busy = False
 
 
-SETTLE_GATHER_SECONDS = 0.01
-
-
 class RedisBook:
     """The book in Redis, shared by every process (module docstring). Per event loop: a
     pool of at most POOL connections that a burst waits for, each call bounded by
@@ -448,9 +440,10 @@ class RedisBook:
                 "standing": client.register_script(STANDING_LUA),
             }
             found["reserves"] = Batches(self._reserve_many)
-            # A settlement waits up to SETTLE_GATHER_SECONDS for others: nobody waits for
-            # it (the hold keeps the budget safe meanwhile), and fewer calls cost less.
-            found["settles"] = Batches(self._settle_many, SETTLE_GATHER_SECONDS)
+            # Settlements go as soon as they can: a hold left standing longer keeps its
+            # budget from other requests (waiting 10 ms for company made requests near a
+            # limit be refused while the budget had room, and saved little: benchmarks.md).
+            found["settles"] = Batches(self._settle_many)
         return found
 
     async def _load(self, rule: Rule, start: date) -> None:

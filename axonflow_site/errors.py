@@ -77,3 +77,17 @@ class UpstreamFailed(AxonFlowError):
 class NoHealthyProvider(AxonFlowError):
     code = "no_healthy_provider"
     http_status = 503
+
+
+class BudgetExceeded(AxonFlowError):
+    """A budget the request would take past its limit (details: budget, period, spent, limit)."""
+
+    code = "budget_exceeded"
+    http_status = 429
+
+
+class BudgetUnavailable(AxonFlowError):
+    """Budgets cannot be checked (Redis away) and hard limits fail closed (the default)."""
+
+    code = "budget_unavailable"
+    http_status = 503

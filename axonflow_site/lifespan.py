@@ -31,7 +31,7 @@ SHUTDOWN: tuple[str, ...] = (
     # First: requests the server cancelled at the end of its grace period queue their
     # usage (a 499 record) as they unwind; let them, before anything below.
     "axonflow_site.mount.wait_for_requests",
-    "usage.budgets.drain",  # the budget settlements those requests queued (Redis)
+    "usage.holds.drain",  # the budget settlements those requests queued (Redis)
     # Probes in flight must finish before the pooled upstream session closes, or a
     # shutdown would record them as failures.
     "routing.health.worker.stop_in_process_worker",

@@ -27,7 +27,8 @@ from routing.health import breaker
 from routing.ratelimit import Limiter
 from routing.route import Attempt, Caller, RouteResult
 from routing.selection import Candidate, Draw, RoutingOptions, attempts
-from usage import budgets
+from usage import holds
+from usage.budgets import to_units
 from usage.entry import Entry, prompt_text
 from usage.writer import writer as usage_writer
 
@@ -115,7 +116,7 @@ def account(
     hold = caller.hold
     if hold is not None:
         entry.budgets = [(rule.id, start) for rule, start in hold.keys]
-        budgets.settle_soon(hold, entry.cost, entry.prompt_tokens + entry.completion_tokens)
+        holds.settle_soon(hold, entry.cost, entry.prompt_tokens + entry.completion_tokens)
     usage_writer.add(entry)
 
 
@@ -314,7 +315,7 @@ class Attempts:
         return answered
 
     async def hold_budget(self, caller: Caller, request: Any, tokens: tuple[int, int] | None) -> None:
-        """Reserve the request's worst case on its budgets (usage/budgets.py) before any
+        """Reserve the request's worst case on its budgets (usage/holds.py) before any
         upstream call: (prompt, output) tokens, `tokens` or estimated from the request
         (its max_tokens, else AXONFLOW_BUDGET_DEFAULT_MAX_TOKENS), priced for the most
         expensive candidate it may be sent to. Raises BudgetExceeded."""
@@ -327,11 +328,11 @@ class Attempts:
             config = self.snapshot.by_name[candidate.name]
             price_in, price_out = prices_for(config, candidate.model or config.model)
             worst = max(worst, (price_in * prompt + price_out * output) / 1000)
-        hold = budgets.new_hold(
-            self.snapshot.budgets, caller.token_id, budgets.to_units(worst), prompt + output, caller.request_id
+        hold = holds.new_hold(
+            self.snapshot.budgets, caller.token_id, to_units(worst), prompt + output, caller.request_id
         )
         if hold is not None:
-            await budgets.reserve(hold)
+            await holds.reserve(hold)
             caller.hold = hold
 
     @property

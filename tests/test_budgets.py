@@ -16,11 +16,12 @@ from decimal import Decimal
 import pytest
 from asgiref.sync import async_to_sync
 
+from axonflow_site.errors import BudgetExceeded
 from routing import cache
 from tenants.models import TokenScope
 from tenants.rls import tenant_context
 from tests.conftest import forget_redis_keys, make_token
-from usage import budgets
+from usage import budgets, holds
 from usage.models import Budget, BudgetSpend, UsageRecord
 from usage.writer import writer as usage_writer
 
@@ -32,10 +33,10 @@ CHAT = "/v1/chat/completions"
 @pytest.fixture(autouse=True)
 def fresh_book():
     """Nothing held or spent from before: this process's book, and Redis's budget keys."""
-    budgets.reset()
+    holds.reset()
     forget_redis_keys("budget:*")
     yield
-    budgets.reset()
+    holds.reset()
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def ask(client, max_tokens: int = 10, stream: bool = False):
 
 
 def settle_and_flush() -> None:
-    async_to_sync(budgets.drain)()
+    async_to_sync(holds.drain)()
     usage_writer.flush()
 
 
@@ -100,13 +101,13 @@ def test_a_reservation_above_the_cost_releases_the_difference(gateway, acme, pri
     b = budget(acme, limit_usd=Decimal("0.60"))
     with gateway.client(make_token(acme, TokenScope.COMPLETIONS)) as client:
         assert [ask(client, max_tokens=50).status_code for _ in range(50)] == [200] * 50
-        async_to_sync(budgets.drain)()
+        async_to_sync(holds.drain)()
         # $0.10 left: two more requests reserving $0.05 each fit; a third would not.
         assert [ask(client, max_tokens=50).status_code for _ in range(2)] == [200, 200]
     settle_and_flush()
     assert ledger(b).spent_usd == Decimal("0.52")
     assert sum(r.cost for r in records(acme)) == Decimal("0.52")
-    standing = async_to_sync(budgets.book().standing)(budgets_rule(acme), ledger(b).period_start)
+    standing = async_to_sync(holds.book().standing)(budgets_rule(acme), ledger(b).period_start)
     assert (standing.spent_units, standing.reserved_units) == (52_000_000, 0)
 
 
@@ -177,7 +178,7 @@ def test_a_stream_cut_by_the_client_is_settled_at_what_was_delivered(gateway, ac
     assert 0 < record.completion_tokens < 40
     assert record.cost == Decimal(record.completion_tokens) / 1000
     assert ledger(b).spent_usd == record.cost
-    standing = async_to_sync(budgets.book().standing)(budgets_rule(acme), ledger(b).period_start)
+    standing = async_to_sync(holds.book().standing)(budgets_rule(acme), ledger(b).period_start)
     assert standing.reserved_units == 0 and standing.spent_units == budgets.to_units(record.cost)
 
 
@@ -188,12 +189,12 @@ def test_an_expired_hold_is_released(acme, settings):
     rule = budgets_rule(acme)
 
     async def scenario():
-        first = budgets.new_hold([rule], None, 1_000_000, 10, "r1")
-        await budgets.reserve(first)  # never settled: its process "died"
-        with pytest.raises(budgets.BudgetExceeded):
-            await budgets.reserve(budgets.new_hold([rule], None, 1_000_000, 10, "r2"))
+        first = holds.new_hold([rule], None, 1_000_000, 10, "r1")
+        await holds.reserve(first)  # never settled: its process "died"
+        with pytest.raises(BudgetExceeded):
+            await holds.reserve(holds.new_hold([rule], None, 1_000_000, 10, "r2"))
         await asyncio.sleep(0.3)
-        await budgets.reserve(budgets.new_hold([rule], None, 1_000_000, 10, "r3"))
+        await holds.reserve(holds.new_hold([rule], None, 1_000_000, 10, "r3"))
 
     asyncio.run(scenario())
     assert b.pk

@@ -98,7 +98,7 @@ class Budget(models.Model):
     """A spend and/or token limit over a period (SPEC §1 Budget, §2 rule 8): for the
     whole tenant, or for one API token. A request that could take the period's spend
     past the limit is refused with budget_exceeded before any upstream call
-    (usage/budgets.py); crossing `soft_percent` of a limit is shown and logged."""
+    (usage/holds.py); crossing `soft_percent` of a limit is shown and logged."""
 
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="budgets")
     token = models.ForeignKey(ApiToken, models.CASCADE, null=True, blank=True, related_name="budgets")

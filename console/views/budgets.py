@@ -2,7 +2,7 @@
 limit (a bar), the projection to the period's end at the current rate, the soft
 threshold and whether it is exceeded; a form that adds or changes one, and delete.
 The rules live in usage/spend.py, shared with `/api/v1/budgets/`; enforcement is
-usage/budgets.py.
+usage/holds.py.
 """
 
 from __future__ import annotations

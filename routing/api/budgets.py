@@ -2,7 +2,7 @@
 
 GET lists every budget with its current period's spend; PUT replaces the set (matched
 by name: a kept budget keeps its ledger; one left out is deleted), all or nothing. The
-rules live in usage/spend.py, shared with the console; enforcement in usage/budgets.py.
+rules live in usage/spend.py, shared with the console; enforcement in usage/holds.py.
 """
 
 from __future__ import annotations
